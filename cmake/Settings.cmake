@@ -1,0 +1,17 @@
+# One INTERFACE target carries every compile/link setting of our own targets:
+# warnings (as errors unless VGPU_WERROR=OFF) and the ASan+UBSan switch.
+# Third-party code never sees these flags.
+add_library(vgpu_settings INTERFACE)
+target_compile_options(vgpu_settings INTERFACE
+  $<BUILD_INTERFACE:-Wall;-Wextra;-Wpedantic;-Wshadow;-Wnon-virtual-dtor;-Wold-style-cast;-Wcast-align;-Wunused;-Woverloaded-virtual;-Wnull-dereference;-Wformat=2;-Wimplicit-fallthrough>
+  $<BUILD_INTERFACE:$<$<BOOL:${VGPU_WERROR}>:-Werror>>
+  $<BUILD_INTERFACE:$<$<BOOL:${VGPU_SANITIZE}>:-fsanitize=address,undefined;-fno-omit-frame-pointer;-fno-sanitize-recover=undefined>>)
+target_link_options(vgpu_settings INTERFACE
+  $<BUILD_INTERFACE:$<$<BOOL:${VGPU_SANITIZE}>:-fsanitize=address,undefined>>)
+
+# C targets (fakes of vendor libraries) get the warnings that apply to C.
+add_library(vgpu_c_settings INTERFACE)
+target_compile_options(vgpu_c_settings INTERFACE
+  -Wall -Wextra $<$<BOOL:${VGPU_WERROR}>:-Werror>
+  $<$<BOOL:${VGPU_SANITIZE}>:-fsanitize=address,undefined;-fno-omit-frame-pointer>)
+target_link_options(vgpu_c_settings INTERFACE $<$<BOOL:${VGPU_SANITIZE}>:-fsanitize=address,undefined>)

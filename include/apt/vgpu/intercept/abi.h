@@ -1,0 +1,34 @@
+/*
+ * The contract between the runtime (which binds a child process to a virtual
+ * GPU slice) and libvgpu-cuda.so (which enforces the slice inside that
+ * process). Plain C so the interception library needs nothing else from the
+ * project. The runtime writes these variables in VirtualGPU::environment();
+ * the interception library reads them once at load time.
+ *
+ * Values: sizes are decimal byte counts; shares are decimal fractions in
+ * (0, 1]. A missing VGPU_MEMORY_LIMIT / VGPU_COMPUTE_SHARE means "no limit".
+ */
+#ifndef APT_VGPU_INTERCEPT_ABI_H
+#define APT_VGPU_INTERCEPT_ABI_H
+
+#define VGPU_ABI_VERSION 1
+
+/* Identity of the slice. */
+#define VGPU_ENV_ID "VGPU_ID"                     /* e.g. "vgpu-3"; unique per node ledger */
+#define VGPU_ENV_PHYSICAL_GPU "VGPU_PHYSICAL_GPU" /* backend index of the physical GPU */
+#define VGPU_ENV_GPU_UUID "VGPU_GPU_UUID"         /* UUID of the physical GPU */
+#define VGPU_ENV_ISOLATION "VGPU_ISOLATION"       /* none | intercept | mps */
+#define VGPU_ENV_PRIORITY "VGPU_PRIORITY"         /* integer; higher runs first */
+
+/* Limits enforced by libvgpu-cuda.so. */
+#define VGPU_ENV_MEMORY_LIMIT "VGPU_MEMORY_LIMIT"   /* bytes the slice may allocate, all processes together */
+#define VGPU_ENV_COMPUTE_SHARE "VGPU_COMPUTE_SHARE" /* fraction of the GPU's time the slice gets */
+#define VGPU_ENV_BURST "VGPU_BURST"                 /* "1": may use idle capacity beyond its share */
+#define VGPU_ENV_SHM_NAME "VGPU_SHM_NAME"           /* POSIX shm object shared by the slice's processes */
+#define VGPU_ENV_LOG_LEVEL "VGPU_LOG_LEVEL"         /* error | warn | notice | info | debug */
+
+/* Where the runtime finds the interception library (overrides the search). */
+#define VGPU_ENV_INTERCEPT_LIBRARY "VGPU_INTERCEPT_LIBRARY"
+#define VGPU_INTERCEPT_LIBRARY_NAME "libvgpu-cuda.so"
+
+#endif /* APT_VGPU_INTERCEPT_ABI_H */

@@ -1,0 +1,47 @@
+// A Node is this machine's GPUs as the runtime sees them: one device backend
+// and one NodeLedger over its GPUs. Every VirtualGPU holds a shared_ptr to
+// the Node it leases from.
+//
+// Node::default_node() is the process-wide node that create_vgpu() and
+// VirtualGPU use when no node is given (as in the seed). It is opened on
+// first use from the profile named by VGPU_PROFILE (if set; built-in defaults
+// otherwise) and the backend named by VGPU_BACKEND (default: the profile's,
+// usually auto). set_default_node() replaces it (tests, the CLI).
+//
+// Thread safety: all methods are safe to call concurrently.
+#pragma once
+
+#include <apt/vgpu/config/vgpu_config.hpp>
+#include <apt/vgpu/device/backend.hpp>
+#include <apt/vgpu/device/backend_factory.hpp>
+#include <apt/vgpu/runtime/node_ledger.hpp>
+
+#include <memory>
+#include <optional>
+
+namespace apt::vgpu::runtime {
+
+class Node {
+ public:
+  Node(std::unique_ptr<device::Backend> backend, LedgerOptions options);
+
+  // Opens a backend for `config` (its backend key, or `backend_override`),
+  // with the simulated node shaped by config.simulated_node and then by the
+  // VGPU_SIM_* environment.
+  [[nodiscard]] static std::shared_ptr<Node> open(const config::VgpuConfig& config,
+                                                  std::optional<device::BackendKind> backend_override = {});
+
+  [[nodiscard]] static std::shared_ptr<Node> default_node();
+  static void set_default_node(std::shared_ptr<Node> node);
+
+  [[nodiscard]] device::Backend& backend() noexcept { return *backend_; }
+  [[nodiscard]] const device::Backend& backend() const noexcept { return *backend_; }
+  [[nodiscard]] NodeLedger& ledger() noexcept { return ledger_; }
+  [[nodiscard]] const NodeLedger& ledger() const noexcept { return ledger_; }
+
+ private:
+  std::unique_ptr<device::Backend> backend_;
+  NodeLedger ledger_;
+};
+
+}  // namespace apt::vgpu::runtime

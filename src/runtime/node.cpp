@@ -1,0 +1,67 @@
+#include <apt/vgpu/common/log.hpp>
+#include <apt/vgpu/config/load_profile.hpp>
+#include <apt/vgpu/device/sim_config.hpp>
+#include <apt/vgpu/runtime/node.hpp>
+
+#include <cstdlib>
+#include <mutex>
+
+namespace apt::vgpu::runtime {
+namespace {
+
+std::vector<std::uint64_t> gpu_memory(const device::Backend& backend) {
+  std::vector<std::uint64_t> memory;
+  for (const auto& gpu : backend.gpus()) memory.push_back(gpu.memory_total);
+  return memory;
+}
+
+std::mutex& default_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+std::shared_ptr<Node>& default_slot() {
+  static std::shared_ptr<Node> node;
+  return node;
+}
+
+}  // namespace
+
+Node::Node(std::unique_ptr<device::Backend> backend, LedgerOptions options)
+    : backend_(std::move(backend)), ledger_(gpu_memory(*backend_), options) {}
+
+std::shared_ptr<Node> Node::open(const config::VgpuConfig& config, std::optional<device::BackendKind> backend_override) {
+  device::SimConfig sim;
+  sim.gpu_count = config.simulated_node.gpus;
+  sim.memory_per_gpu = config.simulated_node.memory;
+  sim.name = config.simulated_node.name;
+  sim.seed = config.simulated_node.seed;
+  sim.apply_environment();
+  const device::BackendKind kind = backend_override ? *backend_override : device::parse_backend_kind(config.backend);
+  return std::make_shared<Node>(device::open_backend(kind, sim),
+                                LedgerOptions{config.max_virtual_gpus, config.oversubscription});
+}
+
+std::shared_ptr<Node> Node::default_node() {
+  std::lock_guard lock(default_mutex());
+  std::shared_ptr<Node>& node = default_slot();
+  if (!node) {
+    config::VgpuConfig config;
+    if (const char* profile = std::getenv("VGPU_PROFILE"); profile != nullptr && *profile != '\0') {
+      config = config::load_profile(profile).vgpu;
+    }
+    std::optional<device::BackendKind> kind;
+    if (const char* backend = std::getenv("VGPU_BACKEND"); backend != nullptr && *backend != '\0') {
+      kind = device::parse_backend_kind(backend);
+    }
+    node = open(config, kind);
+  }
+  return node;
+}
+
+void Node::set_default_node(std::shared_ptr<Node> node) {
+  std::lock_guard lock(default_mutex());
+  default_slot() = std::move(node);
+}
+
+}  // namespace apt::vgpu::runtime

@@ -1,0 +1,302 @@
+#include <apt/vgpu/common/error.hpp>
+#include <apt/vgpu/common/log.hpp>
+#include <apt/vgpu/common/size.hpp>
+#include <apt/vgpu/device/sim_backend.hpp>
+#include <apt/vgpu/intercept/abi.h>
+#include <apt/vgpu/runtime/virtual_gpu.hpp>
+#include <apt/vgpu/runtime/vgpu_scope.hpp>
+
+#include "detail/spawn.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fmt/format.h>
+#include <mutex>
+
+#ifndef VGPU_INSTALL_LIBDIR
+#define VGPU_INSTALL_LIBDIR "/usr/local/lib"
+#endif
+
+namespace apt::vgpu::runtime {
+
+struct VirtualGPU::Impl : std::enable_shared_from_this<VirtualGPU::Impl> {
+  std::shared_ptr<Node> node;
+  VirtualGpuOptions options;
+  std::string name;
+  mutable std::mutex mutex;
+  Lease lease;                        // guarded by mutex
+  std::vector<Recovery> recoveries;   // guarded by mutex
+  int active = 0;                     // open scopes + running children; guarded by mutex
+
+  ~Impl() {
+    if (auto* sim = node->backend().simulator(); sim != nullptr && lease.active()) {
+      sim->clear_load(lease.info().gpu, load_key());
+    }
+  }
+
+  [[nodiscard]] std::string load_key() const { return fmt::format("lease-{}", lease.info().id); }
+
+  // Tells the simulated node what this slice is doing (no-op on real hardware).
+  void publish_load_locked() {
+    auto* sim = node->backend().simulator();
+    if (sim == nullptr) return;
+    const double share = active > 0 ? options.compute_ratio.value_or(1.0) : 0.0;
+    sim->set_load(lease.info().gpu, load_key(), device::SimLoad{share, options.memory_limit.value_or(0)});
+  }
+
+  void set_active(int delta) {
+    std::lock_guard lock(mutex);
+    active += delta;
+    publish_load_locked();
+  }
+
+  void ensure_healthy() {
+    std::lock_guard lock(mutex);
+    device::Backend& backend = node->backend();
+    const std::uint32_t gpu = lease.info().gpu;
+    const device::GpuHealth health = backend.health(gpu);
+    if (health.usable()) return;
+    const std::string reason = fmt::format("GPU {} is {}: {}", gpu, device::to_string(health.state), health.detail);
+    if (!options.auto_recover) {
+      throw DeviceError(fmt::format("{}: {}. auto_recover is off, so the virtual GPU stays there; enable "
+                                    "auto_recover (and set fallback_gpu) or create it on a healthy GPU",
+                                    name, reason));
+    }
+    std::vector<std::uint32_t> candidates;
+    if (options.fallback_gpu && *options.fallback_gpu < backend.gpu_count()) candidates.push_back(*options.fallback_gpu);
+    for (std::uint32_t i = 0; i < backend.gpu_count(); ++i) {
+      if (i != gpu && std::find(candidates.begin(), candidates.end(), i) == candidates.end()) candidates.push_back(i);
+    }
+    std::string tried;
+    for (std::uint32_t target : candidates) {
+      if (target == gpu) continue;
+      const device::GpuHealth target_health = backend.health(target);
+      if (!target_health.usable()) {
+        tried += fmt::format("; GPU {} is {}", target, device::to_string(target_health.state));
+        continue;
+      }
+      try {
+        const std::string old_key = load_key();
+        node->ledger().move(lease, target);
+        if (auto* sim = backend.simulator(); sim != nullptr) sim->clear_load(gpu, old_key);
+        publish_load_locked();
+      } catch (const CapacityError& e) {
+        tried += fmt::format("; {}", e.what());
+        continue;
+      }
+      recoveries.push_back(Recovery{gpu, target, reason, std::chrono::system_clock::now()});
+      log::warn(fmt::format("{} moved from GPU {} to GPU {} ({})", name, gpu, target, reason));
+      return;
+    }
+    throw DeviceError(fmt::format("{}: {}; auto_recover found no healthy GPU with room{}", name, reason, tried));
+  }
+};
+
+namespace {
+
+thread_local VirtualGPU::Impl* t_current = nullptr;
+
+std::string format_share(double share) {
+  std::string text = fmt::format("{:.4f}", share);
+  while (text.back() == '0') text.pop_back();
+  if (text.back() == '.') text.pop_back();
+  return text;
+}
+
+}  // namespace
+
+VirtualGpuOptions VirtualGpuOptions::from_config(const config::VgpuConfig& config) {
+  VirtualGpuOptions o;
+  o.gpu_id = config.virtual_gpu.gpu;
+  o.memory_limit = config.virtual_gpu.memory_limit;
+  o.compute_ratio = config.virtual_gpu.compute_ratio;
+  o.priority = config.virtual_gpu.priority;
+  o.auto_recover = config.virtual_gpu.auto_recover;
+  o.fallback_gpu = config.virtual_gpu.fallback_gpu;
+  o.isolation = config.isolation;
+  return o;
+}
+
+VirtualGPU::VirtualGPU(VirtualGpuOptions options, std::shared_ptr<Node> node) {
+  if (!node) node = Node::default_node();
+  if (options.compute_ratio && !(*options.compute_ratio > 0.0 && *options.compute_ratio <= 1.0)) {
+    throw InvalidArgument(fmt::format("compute_ratio: {} is out of range; use a fraction in (0, 1], e.g. 0.5",
+                                      *options.compute_ratio));
+  }
+  if (options.memory_limit && *options.memory_limit == 0) {
+    throw InvalidArgument("memory_limit: 0 bytes leaves the virtual GPU no memory; give a size like 20GB, or none for no limit");
+  }
+  if (options.fallback_gpu) (void)node->backend().gpu(*options.fallback_gpu);
+  const device::GpuInfo& gpu = node->backend().gpu(options.gpu_id);
+  if (options.memory_limit && *options.memory_limit > gpu.memory_total * node->ledger().options().oversubscription) {
+    throw CapacityError(fmt::format("memory_limit: {} is more than GPU {} has ({} {}); ask for at most {}",
+                                    format_size(*options.memory_limit), gpu.index, gpu.name,
+                                    format_size(gpu.memory_total), format_size(gpu.memory_total)));
+  }
+  auto impl = std::make_shared<Impl>();
+  impl->node = node;
+  impl->options = std::move(options);
+  impl->lease = node->ledger().acquire(SliceRequest{impl->options.gpu_id, impl->options.memory_limit.value_or(0),
+                                                    impl->options.compute_ratio.value_or(0.0), impl->options.name});
+  impl->name = impl->options.name.empty() ? fmt::format("vgpu-{}", impl->lease.info().id) : impl->options.name;
+  {
+    std::lock_guard lock(impl->mutex);
+    impl->publish_load_locked();
+  }
+  impl_ = std::move(impl);
+  // A GPU that is already bad at creation is handled like one that fails later.
+  impl_->ensure_healthy();
+}
+
+VirtualGPU VirtualGPU::from_config(const config::VgpuConfig& config, std::shared_ptr<Node> node) {
+  return VirtualGPU(VirtualGpuOptions::from_config(config), std::move(node));
+}
+
+const std::string& VirtualGPU::name() const noexcept { return impl_->name; }
+const VirtualGpuOptions& VirtualGPU::options() const noexcept { return impl_->options; }
+Node& VirtualGPU::node() const noexcept { return *impl_->node; }
+
+std::uint32_t VirtualGPU::gpu_id() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->lease.info().gpu;
+}
+
+LeaseInfo VirtualGPU::lease() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->lease.info();
+}
+
+std::vector<Recovery> VirtualGPU::recoveries() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->recoveries;
+}
+
+std::string VirtualGPU::device() const {
+  return fmt::format("{}:{}", impl_->node->backend().device_type(), gpu_id());
+}
+
+void VirtualGPU::ensure_healthy() { impl_->ensure_healthy(); }
+
+std::string VirtualGPU::find_intercept_library() {
+  namespace fs = std::filesystem;
+  if (const char* env = std::getenv(VGPU_ENV_INTERCEPT_LIBRARY); env != nullptr && *env != '\0') {
+    return fs::is_regular_file(env) ? std::string(env) : std::string{};
+  }
+  std::vector<fs::path> candidates;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path dir = exe.parent_path();
+    candidates.push_back(dir.parent_path() / "lib" / VGPU_INTERCEPT_LIBRARY_NAME);
+    candidates.push_back(dir / VGPU_INTERCEPT_LIBRARY_NAME);
+    candidates.push_back(dir.parent_path() / "intercept" / VGPU_INTERCEPT_LIBRARY_NAME);
+  }
+  candidates.push_back(fs::path(VGPU_INSTALL_LIBDIR) / VGPU_INTERCEPT_LIBRARY_NAME);
+  for (const fs::path& p : candidates) {
+    if (fs::is_regular_file(p, ec)) return fs::absolute(p).string();
+  }
+  return {};
+}
+
+std::map<std::string, std::string> VirtualGPU::environment() const {
+  const LeaseInfo info = lease();
+  const VirtualGpuOptions& o = impl_->options;
+  const device::GpuInfo& gpu = impl_->node->backend().gpu(info.gpu);
+  std::map<std::string, std::string> env;
+  if (gpu.vendor == device::Vendor::amd) {
+    env["ROCR_VISIBLE_DEVICES"] = gpu.uuid;
+  } else {
+    // By UUID, so the binding survives a different enumeration order in the child.
+    env["CUDA_VISIBLE_DEVICES"] = gpu.uuid;
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
+  }
+  env[VGPU_ENV_ID] = impl_->name;
+  env[VGPU_ENV_PHYSICAL_GPU] = std::to_string(info.gpu);
+  env[VGPU_ENV_GPU_UUID] = gpu.uuid;
+  env[VGPU_ENV_ISOLATION] = std::string(config::to_string(o.isolation));
+  env[VGPU_ENV_PRIORITY] = std::to_string(o.priority);
+  if (o.memory_limit) env[VGPU_ENV_MEMORY_LIMIT] = std::to_string(*o.memory_limit);
+  if (o.compute_ratio) env[VGPU_ENV_COMPUTE_SHARE] = format_share(*o.compute_ratio);
+  if (o.burst) env[VGPU_ENV_BURST] = "1";
+
+  switch (o.isolation) {
+    case config::Isolation::none: break;
+    case config::Isolation::intercept: {
+      env[VGPU_ENV_SHM_NAME] = fmt::format("/vgpu-{}-{}", gpu.uuid, info.id);
+      if (const std::string lib = find_intercept_library(); !lib.empty()) {
+        const char* existing = std::getenv("LD_PRELOAD");
+        env["LD_PRELOAD"] = existing != nullptr && *existing != '\0' ? lib + ":" + existing : lib;
+      }
+      break;
+    }
+    case config::Isolation::mps: {
+      if (o.compute_ratio) {
+        const long percent = std::clamp(std::lround(*o.compute_ratio * 100.0), 1L, 100L);
+        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = std::to_string(percent);
+      }
+      if (o.memory_limit) {
+        // The child sees its one GPU as device 0; the limit is in MiB ("M").
+        env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = fmt::format("0={}M", *o.memory_limit >> 20U);
+      }
+      break;
+    }
+  }
+  return env;
+}
+
+int VirtualGPU::run(const std::vector<std::string>& argv) {
+  ensure_healthy();
+  auto env = environment();
+  if (impl_->options.isolation == config::Isolation::intercept && env.count("LD_PRELOAD") == 0) {
+    throw ProcessError(fmt::format(
+        "{}: isolation 'intercept' needs {} and it was not found (set {} to its path, or build and install it); "
+        "use isolation 'none' to run with accounting only",
+        impl_->name, VGPU_INTERCEPT_LIBRARY_NAME, VGPU_ENV_INTERCEPT_LIBRARY));
+  }
+  const pid_t pid = detail::spawn(argv, env);
+  const std::uint32_t gpu = gpu_id();
+  auto* sim = impl_->node->backend().simulator();
+  if (sim != nullptr) {
+    sim->add_process(gpu, pid, std::filesystem::path(argv.front()).filename().string(), 0);
+  }
+  impl_->set_active(+1);
+  int status = 0;
+  try {
+    status = detail::wait_for(pid);
+  } catch (...) {
+    impl_->set_active(-1);
+    if (sim != nullptr) sim->remove_process(gpu, pid);
+    throw;
+  }
+  impl_->set_active(-1);
+  if (sim != nullptr) sim->remove_process(gpu, pid);
+  return status;
+}
+
+VirtualGPU create_vgpu(std::uint32_t physical_gpu_id, std::string_view memory_limit, std::optional<double> compute_ratio,
+                       VirtualGpuOptions extra, std::shared_ptr<Node> node) {
+  extra.gpu_id = physical_gpu_id;
+  extra.memory_limit = parse_size(memory_limit, "memory_limit");
+  extra.compute_ratio = compute_ratio;
+  return VirtualGPU(std::move(extra), std::move(node));
+}
+
+std::optional<VirtualGPU> current_vgpu() {
+  if (t_current == nullptr) return std::nullopt;
+  return VirtualGPU(t_current->shared_from_this());
+}
+
+VgpuScope::VgpuScope(const VirtualGPU& vgpu) : entered_(vgpu.impl_), previous_(t_current) {
+  entered_->ensure_healthy();
+  entered_->set_active(+1);
+  t_current = entered_.get();
+}
+
+VgpuScope::~VgpuScope() {
+  t_current = previous_;
+  entered_->set_active(-1);
+}
+
+}  // namespace apt::vgpu::runtime

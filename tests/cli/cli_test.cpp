@@ -1,0 +1,198 @@
+// Runs the real `vgpu` binary and checks its output and exit codes.
+#include "support/fakes.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <sys/wait.h>
+
+namespace apt::vgpu {
+namespace {
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Runs `vgpu ARGS` through the shell with extra environment assignments.
+CliResult vgpu(const std::string& args, const std::string& env = "") {
+  const auto dir = std::filesystem::temp_directory_path();
+  const auto out = dir / "vgpu-cli-test.out";
+  const auto err = dir / "vgpu-cli-test.err";
+  const std::string command =
+      env + " " + VGPU_CLI_PATH + " " + args + " >" + out.string() + " 2>" + err.string();
+  const int status = std::system(command.c_str());
+  CliResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+TEST(Cli, HelpListsEverySubcommandAndExitCodes) {
+  const auto r = vgpu("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* word : {"devices", "profile", "create", "run", "demo", "--backend", "Exit codes"}) {
+    EXPECT_NE(r.out.find(word), std::string::npos) << word << "\n" << r.out;
+  }
+}
+
+TEST(Cli, DevicesTableOnTheSimulatedNode) {
+  const auto r = vgpu("devices --backend sim");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("backend: sim, 8 GPUs"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Simulated H100 80GB"), std::string::npos);
+  EXPECT_NE(r.out.find("healthy"), std::string::npos);
+}
+
+TEST(Cli, DevicesJsonOverTheFakeNvml) {
+  const auto script = std::filesystem::temp_directory_path() / "vgpu-cli-fake-nvml.json";
+  std::ofstream(script) << R"({"devices": [{"name": "NVIDIA A10", "uuid": "GPU-a10", "memory_total": 24000000000,
+      "memory_used": 1000, "utilization_gpu": 55, "errors": {"nvmlDeviceGetTemperature": "NOT_SUPPORTED"}}]})";
+  const auto r = vgpu("devices --backend nvml --json", std::string("FAKE_NVML_CONFIG=") + script.string() +
+                                                           " VGPU_NVML_LIBRARY=" + FAKE_NVML_PATH);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["backend"], "nvml");
+  ASSERT_EQ(j["gpus"].size(), 1U);
+  EXPECT_EQ(j["gpus"][0]["name"], "NVIDIA A10");
+  EXPECT_EQ(j["gpus"][0]["metrics"]["utilization_percent"], 55.0);
+  EXPECT_TRUE(j["gpus"][0]["metrics"]["temperature_celsius"].is_null()) << "unsupported is null, not 0";
+  std::filesystem::remove(script);
+}
+
+TEST(Cli, SimShapeFromFlagAndEnvironment) {
+  auto r = vgpu("devices --backend sim --sim-gpus 2x40GB:Sim-A100 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["gpus"].size(), 2U);
+  EXPECT_EQ(j["gpus"][1]["memory_total_bytes"], 40000000000ULL);
+  EXPECT_EQ(j["gpus"][1]["name"], "Sim-A100");
+  r = vgpu("devices --backend sim --json", "VGPU_SIM_GPUS=3");
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["gpus"].size(), 3U);
+}
+
+TEST(Cli, ExplicitBackendThatIsMissingFailsWithExitOne) {
+  const auto r = vgpu("devices --backend nvml", "VGPU_NVML_LIBRARY=/nonexistent/libnvidia-ml.so.1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot load /nonexistent/libnvidia-ml.so.1"), std::string::npos) << r.err;
+}
+
+TEST(Cli, ProfileShowValidateAndList) {
+  auto r = vgpu("profile show training");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("memory_limit: 40GB"), std::string::npos) << r.out;
+  r = vgpu("profile validate standard training inference development research");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("research.yaml: ok"), std::string::npos);
+  r = vgpu("profile list");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("development"), std::string::npos);
+}
+
+TEST(Cli, InvalidProfileIsExitTwoWithFileLineAndKey) {
+  const auto bad = std::filesystem::temp_directory_path() / "vgpu-bad-profile.yaml";
+  std::ofstream(bad) << "vgpu:\n  max_virtual_gpu: 8\n  scheduling: fiar\n";
+  const auto r = vgpu("profile validate " + bad.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(bad.string() + ":2:3: vgpu.max_virtual_gpu: unknown key; did you mean 'max_virtual_gpus'?"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find(":3:15: vgpu.scheduling"), std::string::npos) << r.err;
+  EXPECT_EQ(vgpu("create --profile " + bad.string()).exit_code, 2);
+  EXPECT_EQ(vgpu("profile show nosuchprofile").exit_code, 2);
+  std::filesystem::remove(bad);
+}
+
+TEST(Cli, CreateShowsTheSliceAndItsEnvironment) {
+  const auto r = vgpu("create --backend sim --gpu 0 --memory 20GB --compute 0.5 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["device"], "sim:0");
+  EXPECT_EQ(j["memory_limit_bytes"], 20000000000ULL);
+  EXPECT_EQ(j["environment"]["VGPU_MEMORY_LIMIT"], "20000000000");
+  EXPECT_EQ(j["environment"]["VGPU_COMPUTE_SHARE"], "0.5");
+  const auto table = vgpu("create --backend sim --gpu 1 --memory 16GiB --compute 0.25 --isolation mps");
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=25"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=16384M"), std::string::npos) << table.out;
+}
+
+TEST(Cli, CreateWithAProfileUsesItsDefaults) {
+  const auto r = vgpu("create --backend sim --profile research --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["memory_limit_bytes"], 8000000000ULL);
+  EXPECT_EQ(j["isolation"], "intercept");
+  EXPECT_NE(r.err.find("libvgpu-cuda.so"), std::string::npos) << "warns that enforcement is not available";
+}
+
+TEST(Cli, BadSliceRequestsAreUsageOrCapacityErrors) {
+  auto r = vgpu("create --backend sim --memory 20XB");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("'20XB'"), std::string::npos) << r.err;
+  r = vgpu("create --backend sim --gpu 8");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("no GPU 8"), std::string::npos) << r.err;
+  r = vgpu("create --backend sim --memory 90GB");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("more than GPU 0 has"), std::string::npos) << r.err;
+  r = vgpu("create --backend sim --compute 2");
+  EXPECT_EQ(r.exit_code, 2);
+  r = vgpu("create --backend cuda");
+  EXPECT_EQ(r.exit_code, 2);
+  r = vgpu("nosuchcommand");
+  EXPECT_EQ(r.exit_code, 2);
+}
+
+TEST(Cli, RunBindsTheCommandAndPropagatesItsExitCode) {
+  auto r = vgpu("run --backend sim --gpu 3 --memory 16GB --compute 0.25 -- sh -c 'echo limit=$VGPU_MEMORY_LIMIT "
+                "share=$VGPU_COMPUTE_SHARE gpu=$VGPU_PHYSICAL_GPU; exit 5'");
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_NE(r.out.find("limit=16000000000 share=0.25 gpu=3"), std::string::npos) << r.out;
+  r = vgpu("run --backend sim -- /nonexistent/program");
+  EXPECT_EQ(r.exit_code, 127);
+  EXPECT_NE(r.err.find("cannot start '/nonexistent/program'"), std::string::npos) << r.err;
+  r = vgpu("run --backend sim --isolation intercept -- true", "VGPU_INTERCEPT_LIBRARY=/nonexistent/lib.so");
+  EXPECT_EQ(r.exit_code, 127);
+  EXPECT_NE(r.err.find("isolation 'intercept' needs libvgpu-cuda.so"), std::string::npos) << r.err;
+  r = vgpu("run --backend sim");
+  EXPECT_EQ(r.exit_code, 2) << "a command is required";
+}
+
+TEST(Cli, RunOnALostGpuFailsOrRecovers) {
+  auto r = vgpu("run --backend sim --gpu 1 -- true", "VGPU_SIM_LOST=1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("GPU 1 is lost"), std::string::npos) << r.err;
+  r = vgpu("run --backend sim --gpu 1 --auto-recover --fallback-gpu 4 -- sh -c 'echo gpu=$VGPU_PHYSICAL_GPU'",
+           "VGPU_SIM_LOST=1");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("gpu=4"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("moved from GPU 1 to GPU 4"), std::string::npos) << r.err;
+}
+
+TEST(Cli, DemoRunsEndToEndOnTheSimulatedNode) {
+  const auto r = vgpu("demo --backend sim --profile standard");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  for (const char* step : {"== 1. The node", "== 3. Carving virtual GPUs", "refused: slice does not fit",
+                           "task 0 ran in training on sim:0", "child exited with status 0",
+                           "moved GPU 1 -> GPU 2"}) {
+    EXPECT_NE(r.out.find(step), std::string::npos) << step << "\n" << r.out;
+  }
+}
+
+}  // namespace
+}  // namespace apt::vgpu

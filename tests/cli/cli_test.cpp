@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <sys/wait.h>
+#include <unistd.h>
 
 namespace apt::vgpu {
 namespace {
@@ -28,9 +29,11 @@ std::string slurp(const std::filesystem::path& path) {
 
 // Runs `vgpu ARGS` through the shell with extra environment assignments.
 CliResult vgpu(const std::string& args, const std::string& env = "") {
+  // CTest runs tests in parallel processes: name the capture files per process.
   const auto dir = std::filesystem::temp_directory_path();
-  const auto out = dir / "vgpu-cli-test.out";
-  const auto err = dir / "vgpu-cli-test.err";
+  const std::string stem = "vgpu-cli-test-" + std::to_string(::getpid());
+  const auto out = dir / (stem + ".out");
+  const auto err = dir / (stem + ".err");
   const std::string command =
       env + " " + VGPU_CLI_PATH + " " + args + " >" + out.string() + " 2>" + err.string();
   const int status = std::system(command.c_str());
@@ -38,6 +41,8 @@ CliResult vgpu(const std::string& args, const std::string& env = "") {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   r.out = slurp(out);
   r.err = slurp(err);
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
   return r;
 }
 

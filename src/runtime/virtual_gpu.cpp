@@ -210,7 +210,7 @@ std::map<std::string, std::string> VirtualGPU::environment() const {
   } else {
     // By UUID, so the binding survives a different enumeration order in the child.
     env["CUDA_VISIBLE_DEVICES"] = gpu.uuid;
-    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
+    env.emplace("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
   }
   env[VGPU_ENV_ID] = impl_->name;
   env[VGPU_ENV_PHYSICAL_GPU] = std::to_string(info.gpu);
@@ -219,7 +219,7 @@ std::map<std::string, std::string> VirtualGPU::environment() const {
   env[VGPU_ENV_PRIORITY] = std::to_string(o.priority);
   if (o.memory_limit) env[VGPU_ENV_MEMORY_LIMIT] = std::to_string(*o.memory_limit);
   if (o.compute_ratio) env[VGPU_ENV_COMPUTE_SHARE] = format_share(*o.compute_ratio);
-  if (o.burst) env[VGPU_ENV_BURST] = "1";
+  if (o.burst) env.emplace(VGPU_ENV_BURST, "1");
 
   switch (o.isolation) {
     case config::Isolation::none: break;

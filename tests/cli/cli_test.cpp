@@ -199,5 +199,42 @@ TEST(Cli, DemoRunsEndToEndOnTheSimulatedNode) {
   }
 }
 
+TEST(Cli, MemoryGenerateAndReplay) {
+  const auto trace = std::filesystem::temp_directory_path() / ("vgpu-cli-trace-" + std::to_string(::getpid()) + ".txt");
+  auto r = vgpu("memory generate --layers 4 --steps 3 -o " + trace.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("events to"), std::string::npos) << r.out;
+  r = vgpu("memory replay " + trace.string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  for (const char* field : {"peak requested", "peak reserved", "failures        0", "ns per allocate/free",
+                            "fragmentation   mean"}) {
+    EXPECT_NE(r.out.find(field), std::string::npos) << field << "\n" << r.out;
+  }
+  r = vgpu("memory replay --json --pool-size 80GB " + trace.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["pool_size"], 80000000000ULL);
+  EXPECT_EQ(j["allocations"], j["frees"]);
+  EXPECT_GT(j["peak_requested"].get<std::uint64_t>(), 0U);
+  std::filesystem::remove(trace);
+}
+
+TEST(Cli, MemoryReplayReadsRmmCsvAndRejectsBadTraces) {
+  const auto dir = std::filesystem::temp_directory_path();
+  const auto csv = dir / ("vgpu-cli-rmm-" + std::to_string(::getpid()) + ".csv");
+  std::ofstream(csv) << "Thread,Time,Action,Pointer,Size,Stream\n1,0.1,allocate,0x1000,4096,0x0\n"
+                        "1,0.2,allocate,0x2000,8192,0x0\n1,0.3,free,0x1000,4096,0x0\n1,0.4,free,0x2000,8192,0x0\n";
+  auto r = vgpu("memory replay --json " + csv.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["allocations"], 2);
+  std::ofstream(csv) << "not a trace\n";
+  r = vgpu("memory replay " + csv.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(":1: unknown trace format"), std::string::npos) << r.err;
+  r = vgpu("memory replay /nonexistent/trace.csv");
+  EXPECT_EQ(r.exit_code, 2);
+  std::filesystem::remove(csv);
+}
+
 }  // namespace
 }  // namespace apt::vgpu

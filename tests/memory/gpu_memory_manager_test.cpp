@@ -1,0 +1,426 @@
+#include <apt/vgpu/common/error.hpp>
+#include <apt/vgpu/memory/gpu_memory_manager.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <set>
+#include <thread>
+
+namespace apt::vgpu::memory {
+namespace {
+
+constexpr std::uint64_t kMiB = 1ULL << 20U;
+
+MemoryManagerOptions host_pool(std::uint64_t size, bool compaction = true, bool eviction = true) {
+  MemoryManagerOptions o;
+  o.pool_size = size;
+  o.backing = BackingKind::host;
+  o.compaction = compaction;
+  o.eviction = eviction;
+  return o;
+}
+
+AllocationOptions aligned(std::uint64_t alignment) {
+  AllocationOptions o;
+  o.alignment = alignment;
+  return o;
+}
+AllocationOptions for_tenant(const char* name) {
+  AllocationOptions o;
+  o.tenant = name;
+  return o;
+}
+AllocationOptions evictable() {
+  AllocationOptions o;
+  o.evictable = true;
+  return o;
+}
+AllocationOptions pinned() {
+  AllocationOptions o;
+  o.pinned = true;
+  return o;
+}
+MemoryManagerOptions pool_options(std::uint64_t size, BackingKind backing, std::uint64_t alignment = 256) {
+  MemoryManagerOptions o;
+  o.pool_size = size;
+  o.backing = backing;
+  o.alignment = alignment;
+  return o;
+}
+
+void fill(GPUMemoryManager& m, MemoryBlock b, std::uint8_t seed) {
+  auto* p = reinterpret_cast<std::uint8_t*>(m.address(b));
+  const std::uint64_t n = m.size(b);
+  for (std::uint64_t i = 0; i < n; ++i) p[i] = static_cast<std::uint8_t>(seed + i * 7);
+}
+
+bool intact(GPUMemoryManager& m, MemoryBlock b, std::uint8_t seed) {
+  const auto* p = reinterpret_cast<const std::uint8_t*>(m.address(b));
+  const std::uint64_t n = m.size(b);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (p[i] != static_cast<std::uint8_t>(seed + i * 7)) return false;
+  }
+  return true;
+}
+
+TEST(GPUMemoryManager, SeedApi) {
+  GPUMemoryManager pool("80GB", 0.1, pool_options(0, BackingKind::none));
+  const MemoryBlock block = pool.allocate("16GB");
+  MemoryStats stats = pool.get_stats();
+  EXPECT_EQ(stats.pool_size, 80'000'000'000ULL);
+  EXPECT_EQ(stats.used, 16'000'000'000ULL);
+  EXPECT_EQ(stats.free, 64'000'000'000ULL);
+  EXPECT_EQ(stats.requested, 16'000'000'000ULL);
+  EXPECT_EQ(stats.allocations, 1U);
+  pool.free(block);
+  stats = pool.get_stats();
+  EXPECT_EQ(stats.used, 0U);
+  EXPECT_EQ(stats.frees, 1U);
+  EXPECT_EQ(stats.peak_used, 16'000'000'000ULL);
+  EXPECT_EQ(stats.largest_free_block, 80'000'000'000ULL);
+  EXPECT_EQ(stats.fragmentation, 0.0);
+}
+
+TEST(GPUMemoryManager, HostMemoryIsUsableAndAligned) {
+  GPUMemoryManager m(host_pool(64 * kMiB));
+  const MemoryBlock a = m.allocate(1000);
+  const MemoryBlock b = m.allocate(5000, aligned(4096));
+  EXPECT_EQ(m.address(a) % 256, 0U);
+  EXPECT_EQ(m.address(b) % 4096, 0U);
+  fill(m, a, 1);
+  fill(m, b, 2);
+  EXPECT_TRUE(intact(m, a, 1));
+  EXPECT_TRUE(intact(m, b, 2));
+  m.check_invariants();
+}
+
+TEST(GPUMemoryManager, BadInputIsRejectedAndChangesNothing) {
+  GPUMemoryManager m(host_pool(16 * kMiB));
+  const MemoryBlock keep = m.allocate(kMiB);
+  const MemoryStats before = m.get_stats();
+  EXPECT_THROW((void)m.allocate(0), InvalidArgument);
+  EXPECT_THROW((void)m.allocate(17 * kMiB), InvalidArgument);
+  EXPECT_THROW((void)m.allocate("12 parsecs"), InvalidArgument);
+  EXPECT_THROW((void)m.allocate("-5MB"), InvalidArgument);
+  EXPECT_THROW((void)m.allocate(100, aligned(3000)), InvalidArgument);
+  EXPECT_THROW(m.free(MemoryBlock{}), InvalidArgument);
+  GPUMemoryManager other(host_pool(16 * kMiB));
+  const MemoryBlock foreign = other.allocate(kMiB);
+  EXPECT_THROW(m.free(foreign), InvalidArgument);
+  EXPECT_THROW((void)m.address(foreign), InvalidArgument);
+  const MemoryBlock gone = m.allocate(kMiB);
+  m.free(gone);
+  try {
+    m.free(gone);
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("double free"), std::string::npos) << e.what();
+  }
+  const MemoryStats after = m.get_stats();
+  EXPECT_EQ(after.used, before.used);
+  EXPECT_EQ(after.live_blocks, 1U);
+  EXPECT_TRUE(m.resident(keep));
+  m.check_invariants();
+
+  EXPECT_THROW(GPUMemoryManager(pool_options(0, BackingKind::host)), InvalidArgument);
+  EXPECT_THROW(GPUMemoryManager("1GB", 1.5), InvalidArgument);
+  EXPECT_THROW(GPUMemoryManager("1GB", 0.1, pool_options(0, BackingKind::host, 100)), InvalidArgument);
+  EXPECT_THROW(GPUMemoryManager("lots"), InvalidArgument);
+}
+
+TEST(GPUMemoryManager, QuotasLimitOneTenantOnly) {
+  GPUMemoryManager m(host_pool(64 * kMiB));
+  m.set_quota("vgpu-a", 8 * kMiB);
+  EXPECT_EQ(m.quota("vgpu-a"), 8 * kMiB);
+  EXPECT_FALSE(m.quota("vgpu-b").has_value());
+  const MemoryBlock a1 = m.allocate(6 * kMiB, for_tenant("vgpu-a"));
+  try {
+    (void)m.allocate(3 * kMiB, for_tenant("vgpu-a"));
+    FAIL();
+  } catch (const OutOfMemoryError& e) {
+    EXPECT_TRUE(e.tenant_limited());
+    EXPECT_EQ(e.tenant(), "vgpu-a");
+    EXPECT_EQ(e.requested(), 3 * kMiB);
+    EXPECT_EQ(e.limit(), 8 * kMiB);
+    EXPECT_EQ(e.in_use(), 6 * kMiB);
+    const std::string message = e.what();
+    EXPECT_NE(message.find("tenant 'vgpu-a'"), std::string::npos) << message;
+    EXPECT_NE(message.find("3.15 MB"), std::string::npos) << message;
+  }
+  // Another tenant is unaffected and may use the rest of the pool.
+  const MemoryBlock b = m.allocate(40 * kMiB, for_tenant("vgpu-b"));
+  EXPECT_EQ(m.tenant_usage("vgpu-a"), 6 * kMiB);
+  EXPECT_EQ(m.tenant_usage("vgpu-b"), 40 * kMiB);
+  m.free(a1);
+  EXPECT_NO_THROW((void)m.allocate(8 * kMiB, for_tenant("vgpu-a")));
+  m.set_quota("vgpu-a", 0);
+  EXPECT_FALSE(m.quota("vgpu-a").has_value());
+  m.free(b);
+  m.check_invariants();
+}
+
+TEST(GPUMemoryManager, CompactionKeepsContentsAndSatisfiesFragmentedRequests) {
+  MemoryManagerOptions o = host_pool(32 * kMiB, true, false);
+  o.fragmentation_threshold = 1.0;  // only a failing request triggers compaction here
+  GPUMemoryManager m(o);
+  std::vector<MemoryBlock> blocks;
+  for (int i = 0; i < 32; ++i) blocks.push_back(m.allocate(kMiB));
+  for (int i = 0; i < 32; ++i) fill(m, blocks[static_cast<std::size_t>(i)], static_cast<std::uint8_t>(i));
+  // Free every other block: 16 MiB free, but no piece larger than 1 MiB.
+  for (int i = 0; i < 32; i += 2) m.free(blocks[static_cast<std::size_t>(i)]);
+  MemoryStats s = m.get_stats();
+  EXPECT_EQ(s.free, 16 * kMiB);
+  EXPECT_GT(s.fragmentation, 0.9);
+  const auto old_address = m.address(blocks[31]);
+  // Pin one block in the middle: compaction must leave it where it is.
+  auto pinned = m.pin(blocks[15]);
+  const auto pinned_address = pinned.address();
+  const MemoryBlock big = m.allocate(8 * kMiB);
+  s = m.get_stats();
+  EXPECT_GE(s.compactions, 1U);
+  EXPECT_GT(s.bytes_moved, 0U);
+  EXPECT_NE(m.address(blocks[31]), old_address) << "the last block moved down";
+  EXPECT_EQ(m.address(blocks[15]), pinned_address) << "a pinned block never moves";
+  for (int i = 1; i < 32; i += 2) {
+    EXPECT_TRUE(intact(m, blocks[static_cast<std::size_t>(i)], static_cast<std::uint8_t>(i))) << i;
+  }
+  fill(m, big, 99);
+  EXPECT_TRUE(intact(m, big, 99));
+  m.check_invariants();
+}
+
+TEST(GPUMemoryManager, FragmentationAboveTheThresholdCompactsAfterEnoughFrees) {
+  MemoryManagerOptions o = host_pool(32 * kMiB, true, false);
+  o.fragmentation_threshold = 0.5;
+  GPUMemoryManager m(o);
+  std::vector<MemoryBlock> blocks;
+  for (int i = 0; i < 32; ++i) blocks.push_back(m.allocate(kMiB));
+  // One free of 1 MiB: fragmentation is 0 (one piece), nothing to do.
+  m.free(blocks[0]);
+  EXPECT_EQ(m.get_stats().compactions, 0U);
+  // Freeing every other block fragments the pool; once 2 MiB (a sixteenth) has
+  // been freed since the last compaction and fragmentation exceeds 0.5, it compacts.
+  for (int i = 2; i < 32; i += 2) m.free(blocks[static_cast<std::size_t>(i)]);
+  const MemoryStats s = m.get_stats();
+  EXPECT_GE(s.compactions, 1U);
+  EXPECT_LE(s.fragmentation, 0.5);
+  m.check_invariants();
+}
+
+TEST(GPUMemoryManager, WithoutCompactionAFragmentedPoolFails) {
+  GPUMemoryManager m(host_pool(32 * kMiB, false, false));
+  std::vector<MemoryBlock> blocks;
+  for (int i = 0; i < 32; ++i) blocks.push_back(m.allocate(kMiB));
+  for (int i = 0; i < 32; i += 2) m.free(blocks[static_cast<std::size_t>(i)]);
+  try {
+    (void)m.allocate(2 * kMiB);
+    FAIL();
+  } catch (const OutOfMemoryError& e) {
+    EXPECT_FALSE(e.tenant_limited());
+    EXPECT_NE(std::string(e.what()).find("largest piece is 1.05 MB"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(m.get_stats().failed_allocations, 1U);
+}
+
+TEST(GPUMemoryManager, EvictionSpillsLruBlocksAndRestoresTheirContents) {
+  GPUMemoryManager m(host_pool(16 * kMiB));
+  std::vector<MemoryBlock> blocks;
+  for (int i = 0; i < 4; ++i) {
+    blocks.push_back(m.allocate(4 * kMiB, evictable()));
+    fill(m, blocks.back(), static_cast<std::uint8_t>(10 + i));
+  }
+  (void)m.address(blocks[0]);  // block 0 is now the most recently used; block 1 the least
+  const MemoryBlock fresh = m.allocate(4 * kMiB);
+  MemoryStats s = m.get_stats();
+  EXPECT_EQ(s.evictions, 1U);
+  EXPECT_EQ(s.spilled_bytes, 4 * kMiB);
+  EXPECT_FALSE(m.resident(blocks[1]));
+  EXPECT_TRUE(m.resident(blocks[0]));
+  m.free(fresh);
+  // Touching the spilled block brings it back with its contents.
+  EXPECT_TRUE(intact(m, blocks[1], 11));
+  s = m.get_stats();
+  EXPECT_EQ(s.restores, 1U);
+  EXPECT_EQ(s.spilled_bytes, 0U);
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(intact(m, blocks[static_cast<std::size_t>(i)], static_cast<std::uint8_t>(10 + i)));
+  m.check_invariants();
+}
+
+TEST(GPUMemoryManager, PinnedAndNonEvictableBlocksAreNeverEvicted) {
+  GPUMemoryManager m(host_pool(16 * kMiB));
+  const MemoryBlock fixed = m.allocate(4 * kMiB, pinned());
+  const MemoryBlock plain = m.allocate(4 * kMiB);
+  const MemoryBlock spillable = m.allocate(4 * kMiB, evictable());
+  const MemoryBlock in_use = m.allocate(4 * kMiB, evictable());
+  auto guard = m.pin(in_use);
+  fill(m, in_use, 5);
+  EXPECT_NO_THROW((void)m.allocate(4 * kMiB));  // evicts `spillable`, the only candidate
+  EXPECT_FALSE(m.resident(spillable));
+  EXPECT_THROW((void)m.allocate(4 * kMiB), OutOfMemoryError);
+  EXPECT_TRUE(m.resident(fixed));
+  EXPECT_TRUE(m.resident(plain));
+  EXPECT_TRUE(m.resident(in_use));
+  EXPECT_TRUE(intact(m, in_use, 5));
+  EXPECT_THROW(m.free(in_use), InvalidArgument) << "freeing a pinned block is refused";
+  m.check_invariants();
+}
+
+TEST(GPUMemoryManager, LazyBackingCommitsOnUseAndReleasesIdleChunks) {
+  MemoryManagerOptions o = host_pool(256 * kMiB);
+  o.gc_idle = std::chrono::milliseconds(0);
+  GPUMemoryManager m(o);
+  EXPECT_EQ(m.get_stats().reserved, 0U) << "nothing committed before first use";
+  const MemoryBlock a = m.allocate(10 * kMiB);
+  MemoryStats s = m.get_stats();
+  EXPECT_EQ(s.reserved, 10 * kMiB) << "five 2 MiB chunks";
+  fill(m, a, 3);  // writable: committed for real
+  const MemoryBlock b = m.allocate(kMiB);
+  EXPECT_EQ(m.get_stats().reserved, 12 * kMiB);
+  m.free(a);
+  EXPECT_EQ(m.get_stats().reserved, 2 * kMiB) << "idle chunks went back (gc_idle 0)";
+  EXPECT_EQ(m.get_stats().chunks_released, 5U);
+  // Re-committed chunks are usable again.
+  const MemoryBlock c = m.allocate(6 * kMiB);
+  fill(m, c, 4);
+  EXPECT_TRUE(intact(m, c, 4));
+  m.free(b);
+  m.free(c);
+  m.check_invariants();
+}
+
+TEST(GPUMemoryManager, IdleTimeDelaysRelease) {
+  MemoryManagerOptions o = host_pool(64 * kMiB);
+  o.gc_idle = std::chrono::hours(1);
+  GPUMemoryManager m(o);
+  m.free(m.allocate(8 * kMiB));
+  EXPECT_EQ(m.get_stats().reserved, 8 * kMiB) << "kept for reuse until idle long enough";
+  EXPECT_EQ(m.collect_garbage(), 0U);
+  EXPECT_EQ(m.collect_garbage(std::chrono::milliseconds(0)), 8 * kMiB);
+  EXPECT_EQ(m.get_stats().reserved, 0U);
+}
+
+TEST(GPUMemoryManager, NoneBackingAccountsWithoutMemory) {
+  GPUMemoryManager m("1TB", 0.1, pool_options(0, BackingKind::none));
+  const MemoryBlock b = m.allocate("500GB", evictable());
+  EXPECT_EQ(m.address(b), 0U) << "the address is the offset";
+  const MemoryBlock c = m.allocate("600GB");  // evicts b (no data to copy)
+  EXPECT_FALSE(m.resident(b));
+  m.free(c);
+  EXPECT_EQ(m.address(b), 0U);
+  EXPECT_EQ(m.backing_kind(), BackingKind::none);
+}
+
+TEST(GPUMemoryManager, CudaBackingWithoutADriverIsAClearError) {
+  try {
+    GPUMemoryManager m(pool_options(1ULL << 30U, BackingKind::cuda));
+    GTEST_SKIP() << "a CUDA driver is present; the GPU-labelled tests cover it";
+  } catch (const DeviceError& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda backing"), std::string::npos) << e.what();
+  }
+}
+
+TEST(GPUMemoryManager, PropertyRandomOperationsKeepTheBooksExact) {
+  for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+    std::mt19937_64 rng(seed);
+    MemoryManagerOptions o = host_pool(64 * kMiB);
+    o.gc_idle = std::chrono::milliseconds(0);
+    GPUMemoryManager m(o);
+    m.set_quota("t1", 24 * kMiB);
+    struct Live {
+      MemoryBlock block;
+      std::uint8_t pattern;
+      std::uint64_t requested;
+    };
+    std::vector<Live> live;
+    std::uint64_t requested = 0;
+    // A spilled block may not fit back when the pool is full of unevictable
+    // blocks: address() then throws OutOfMemoryError, which is correct.
+    auto check = [&](MemoryBlock b, std::uint8_t pattern) {
+      try {
+        return intact(m, b, pattern);
+      } catch (const OutOfMemoryError&) {
+        return !m.resident(b);
+      }
+    };
+    for (int step = 0; step < 2000; ++step) {
+      const int action = static_cast<int>(rng() % 10);
+      if (action < 5 || live.empty()) {
+        const std::uint64_t size = 1 + rng() % (rng() % 8 == 0 ? 2 * kMiB : 64 * 1024);
+        AllocationOptions opts;
+        opts.tenant = rng() % 2 == 0 ? "t1" : "t2";
+        opts.evictable = rng() % 3 == 0;
+        try {
+          const MemoryBlock b = m.allocate(size, opts);
+          const auto pattern = static_cast<std::uint8_t>(rng());
+          fill(m, b, pattern);
+          live.push_back({b, pattern, size});
+          requested += size;
+        } catch (const OutOfMemoryError&) {
+        }
+      } else if (action < 8) {
+        const std::size_t i = rng() % live.size();
+        ASSERT_TRUE(check(live[i].block, live[i].pattern)) << "seed " << seed << " step " << step;
+        m.free(live[i].block);
+        requested -= live[i].requested;
+        live[i] = live.back();
+        live.pop_back();
+      } else if (action == 8) {
+        (void)m.compact();
+      } else {
+        const std::size_t i = rng() % live.size();
+        ASSERT_TRUE(check(live[i].block, live[i].pattern));
+      }
+      ASSERT_EQ(m.get_stats().requested, requested);
+      if (step % 250 == 0) m.check_invariants();
+    }
+    for (const Live& l : live) EXPECT_TRUE(check(l.block, l.pattern));
+    m.check_invariants();
+  }
+}
+
+TEST(GPUMemoryManager, ConcurrentThreadsNeverLoseOrShareBlocks) {
+  GPUMemoryManager m(pool_options(256 * kMiB, BackingKind::host));
+  std::atomic<bool> overlap{false};
+  auto worker = [&](std::uint8_t id) {
+    std::mt19937 rng(id);
+    std::vector<MemoryBlock> mine;
+    for (int i = 0; i < 20000; ++i) {
+      if (mine.size() < 64 && rng() % 2 == 0) {
+        try {
+          const MemoryBlock b = m.allocate(256 + rng() % 16384);
+          auto pin = m.pin(b);
+          std::memset(pin.as<void>(), id, 256);
+          mine.push_back(b);
+        } catch (const OutOfMemoryError&) {
+        }
+      } else if (!mine.empty()) {
+        const MemoryBlock b = mine.back();
+        mine.pop_back();
+        {
+          auto pin = m.pin(b);
+          const auto* p = pin.as<std::uint8_t>();
+          for (int k = 0; k < 256; ++k) {
+            if (p[k] != id) overlap = true;
+          }
+        }
+        m.free(b);
+      }
+    }
+    for (const MemoryBlock& b : mine) m.free(b);
+  };
+  std::thread a(worker, 1);
+  std::thread b(worker, 2);
+  a.join();
+  b.join();
+  EXPECT_FALSE(overlap.load()) << "a block was handed to both threads";
+  const MemoryStats s = m.get_stats();
+  EXPECT_EQ(s.used, 0U);
+  EXPECT_EQ(s.live_blocks, 0U);
+  EXPECT_EQ(s.allocations, s.frees);
+  m.check_invariants();
+}
+
+}  // namespace
+}  // namespace apt::vgpu::memory

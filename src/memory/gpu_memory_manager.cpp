@@ -75,6 +75,7 @@ struct GPUMemoryManager::Impl {
   std::uint64_t requested = 0;
   std::uint64_t spilled = 0;
   std::uint64_t freed_since_compaction = 0;
+  std::uint64_t last_compaction_moved = 0;
   MemoryStats stats;
 
   Impl(const MemoryManagerOptions& o, std::unique_ptr<Backing> b)
@@ -85,6 +86,7 @@ struct GPUMemoryManager::Impl {
     chunk_refs.assign(n, 0);
     committed.assign(n, 0);
     empty_since.assign(n, Clock::time_point{});
+    if (!options.lazy) commit_run(0, n);
   }
 
   // ---- handles ----
@@ -175,6 +177,10 @@ struct GPUMemoryManager::Impl {
   std::uint64_t collect(std::chrono::milliseconds idle) {
     const auto now = Clock::now();
     last_gc = now;
+    if (!options.lazy) {
+      empty_queue.clear();
+      return 0;
+    }
     std::uint64_t released = 0;
     while (!empty_queue.empty()) {
       const std::uint32_t c = empty_queue.front();
@@ -220,6 +226,7 @@ struct GPUMemoryManager::Impl {
     ++stats.compactions;
     stats.bytes_moved += moved;
     freed_since_compaction = 0;
+    last_compaction_moved = moved;
     return moved;
   }
 
@@ -308,6 +315,16 @@ MemoryManagerOptions validated(MemoryManagerOptions o) {
 }
 
 }  // namespace
+
+MemoryManagerOptions MemoryManagerOptions::from_config(const config::MemorySection& section, std::uint64_t gpu_memory) {
+  MemoryManagerOptions o;
+  o.pool_size = section.pool_size.value_or(gpu_memory);
+  o.fragmentation_threshold = section.fragmentation_threshold;
+  o.alignment = section.alignment;
+  o.eviction = section.eviction == "lru";
+  o.lazy = section.lazy;
+  return o;
+}
 
 GPUMemoryManager::GPUMemoryManager(const MemoryManagerOptions& options) {
   const MemoryManagerOptions o = validated(options);
@@ -414,12 +431,18 @@ void GPUMemoryManager::free(MemoryBlock block) {
   m.spare_slots.push_back(block.slot);
   ++m.stats.frees;
 
-  // Amortised upkeep: compact a fragmented pool once a sixteenth of it has been
-  // freed since the last compaction; release chunks that have idled long enough.
+  // Amortised upkeep. Compact a fragmented pool when (a) fragmentation exceeds the
+  // threshold, (b) the largest free piece has become small (under 1/8 of the pool:
+  // a big contiguous tail makes holes harmless), and (c) at least as many bytes were
+  // freed since the last compaction as it moved (and 1/16 of the pool), so after the
+  // first compaction the bytes copied never exceed the bytes the program frees.
   if (m.options.compaction && m.freed_since_compaction >= m.arena.capacity() / 16 &&
+      m.freed_since_compaction >= m.last_compaction_moved &&
+      m.arena.largest_free() < m.arena.capacity() / 8 &&
       m.arena.fragmentation() > m.options.fragmentation_threshold) {
     m.compact_locked();
   }
+  // Release chunks that have idled long enough.
   if (!m.empty_queue.empty() && Clock::now() - m.last_gc >= m.options.gc_idle) m.collect(m.options.gc_idle);
 }
 

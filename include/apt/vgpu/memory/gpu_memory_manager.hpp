@@ -22,6 +22,7 @@
 // Addresses returned by address() are only stable while the block is pinned.
 #pragma once
 
+#include <apt/vgpu/config/vgpu_config.hpp>
 #include <apt/vgpu/memory/allocation_options.hpp>
 #include <apt/vgpu/memory/backing.hpp>
 #include <apt/vgpu/memory/memory_block.hpp>
@@ -46,9 +47,16 @@ struct MemoryManagerOptions {
   int device = 0;  // CUDA ordinal for the cuda backing
   bool compaction = true;
   bool eviction = true;
+  // Lazy: commit chunks on first use and return idle ones. Otherwise the whole
+  // pool is committed up front and kept.
+  bool lazy = true;
   // Empty chunks older than this are returned to the backing by collect_garbage(),
   // which also runs opportunistically on free.
   std::chrono::milliseconds gc_idle{1000};
+
+  // From a profile's vgpu.memory section; pool_size defaults to `gpu_memory`.
+  [[nodiscard]] static MemoryManagerOptions from_config(const config::MemorySection& section,
+                                                        std::uint64_t gpu_memory);
 };
 
 class PinnedBlock;

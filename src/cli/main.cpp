@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
   commands.push_back(cli::make_run_command(globals));
   commands.push_back(cli::make_demo_command(globals));
   commands.push_back(cli::make_memory_command(globals));
+  commands.push_back(cli::make_simulate_command(globals));
   for (auto& command : commands) command->attach(app);
 
   try {

@@ -246,7 +246,9 @@ std::map<std::string, std::string> VirtualGPU::environment() const {
   return env;
 }
 
-int VirtualGPU::run(const std::vector<std::string>& argv) {
+int VirtualGPU::run(const std::vector<std::string>& argv) { return run(argv, RunOptions{}).exit_code; }
+
+RunResult VirtualGPU::run(const std::vector<std::string>& argv, const RunOptions& options) {
   ensure_healthy();
   auto env = environment();
   if (impl_->options.isolation == config::Isolation::intercept && env.count("LD_PRELOAD") == 0) {
@@ -255,24 +257,25 @@ int VirtualGPU::run(const std::vector<std::string>& argv) {
         "use isolation 'none' to run with accounting only",
         impl_->name, VGPU_INTERCEPT_LIBRARY_NAME, VGPU_ENV_INTERCEPT_LIBRARY));
   }
-  const pid_t pid = detail::spawn(argv, env);
+  const detail::Spawned child = detail::spawn(argv, env, options.capture_output, options.own_process_group);
+  if (options.on_start) options.on_start(child.pid);
   const std::uint32_t gpu = gpu_id();
   auto* sim = impl_->node->backend().simulator();
-  if (sim != nullptr) {
-    sim->add_process(gpu, pid, std::filesystem::path(argv.front()).filename().string(), 0);
-  }
+  if (sim != nullptr) sim->add_process(gpu, child.pid, std::filesystem::path(argv.front()).filename().string(), 0);
   impl_->set_active(+1);
-  int status = 0;
-  try {
-    status = detail::wait_for(pid);
-  } catch (...) {
-    impl_->set_active(-1);
-    if (sim != nullptr) sim->remove_process(gpu, pid);
-    throw;
-  }
-  impl_->set_active(-1);
-  if (sim != nullptr) sim->remove_process(gpu, pid);
-  return status;
+  struct Finally {
+    VirtualGPU::Impl& impl;
+    device::SimBackend* sim;
+    std::uint32_t gpu;
+    pid_t pid;
+    ~Finally() {
+      impl.set_active(-1);
+      if (sim != nullptr) sim->remove_process(gpu, pid);
+    }
+  } finally{*impl_, sim, gpu, child.pid};
+  const bool supervised = options.capture_output || options.timeout || options.stop != nullptr;
+  if (!supervised) return RunResult{detail::wait_for(child.pid), {}, false, false};
+  return detail::supervise(child, options);
 }
 
 VirtualGPU create_vgpu(std::uint32_t physical_gpu_id, std::string_view memory_limit, std::optional<double> compute_ratio,

@@ -10,6 +10,7 @@ TEST(EditDistance, Basics) {
   EXPECT_EQ(edit_distance("abc", ""), 3U);
   EXPECT_EQ(edit_distance("kitten", "sitting"), 3U);
   EXPECT_EQ(edit_distance("max_virtual_gpu", "max_virtual_gpus"), 1U);
+  EXPECT_EQ(edit_distance("fiar", "fair"), 1U) << "a swap of neighbours is one edit";
 }
 
 TEST(Nearest, SuggestsOnlyPlausibleTypos) {

@@ -3,16 +3,22 @@
 #include <apt/vgpu/common/error.hpp>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <poll.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
 
 extern char** environ;
 
 namespace apt::vgpu::runtime::detail {
 
-pid_t spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& overrides) {
+Spawned spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& overrides,
+              bool capture_output, bool own_process_group) {
   if (argv.empty() || argv.front().empty()) {
     throw InvalidArgument("command: nothing to run; give a program and its arguments, e.g. -- python3 train.py");
   }
@@ -33,23 +39,111 @@ pid_t spawn(const std::vector<std::string>& argv, const std::map<std::string, st
   for (std::string& s : args) argp.push_back(s.data());
   argp.push_back(nullptr);
 
+  int pipe_fds[2] = {-1, -1};
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  if (capture_output) {
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+      throw ProcessError(fmt::format("cannot create a pipe for '{}': {}", argv.front(), std::strerror(errno)));
+    }
+    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDERR_FILENO);
+  }
+  if (own_process_group) {
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+  }
   pid_t pid = 0;
-  const int rc = ::posix_spawnp(&pid, argp[0], nullptr, nullptr, argp.data(), envp.data());
+  const int rc = ::posix_spawnp(&pid, argp[0], &actions, &attr, argp.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (capture_output) ::close(pipe_fds[1]);
   if (rc != 0) {
+    if (capture_output) ::close(pipe_fds[0]);
     throw ProcessError(fmt::format("cannot start '{}': {}{}", argv.front(), std::strerror(rc),
                                    rc == ENOENT ? " (is it installed and on PATH?)" : ""));
   }
-  return pid;
+  return Spawned{pid, capture_output ? pipe_fds[0] : -1};
 }
+
+namespace {
+
+int decode(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+}  // namespace
 
 int wait_for(pid_t pid) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw ProcessError(fmt::format("waiting for process {} failed: {}", pid, std::strerror(errno)));
   }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return 1;
+  return decode(status);
+}
+
+RunResult supervise(const Spawned& child, const RunOptions& options) {
+  using Clock = std::chrono::steady_clock;
+  RunResult result;
+  const auto start = Clock::now();
+  std::optional<Clock::time_point> kill_at;  // SIGKILL deadline once SIGTERM was sent
+  const pid_t target = options.own_process_group ? -child.pid : child.pid;
+  int fd = child.output_fd;
+  while (true) {
+    if (fd >= 0) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 20) > 0) {
+        char buffer[4096];
+        const ssize_t n = ::read(fd, buffer, sizeof buffer);
+        if (n > 0) {
+          result.output.append(buffer, static_cast<std::size_t>(n));
+          continue;  // drain before checking the child
+        }
+        if (n == 0) {
+          ::close(fd);
+          fd = -1;
+        }
+      }
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    int status = 0;
+    const pid_t done = ::waitpid(child.pid, &status, WNOHANG);
+    if (done == child.pid) {
+      result.exit_code = decode(status);
+      break;
+    }
+    if (done < 0 && errno != EINTR) {
+      result.exit_code = 1;
+      break;
+    }
+    const auto now = Clock::now();
+    if (!kill_at) {
+      const bool timed_out = options.timeout && now - start >= *options.timeout;
+      const bool stopped = options.stop != nullptr && options.stop->load(std::memory_order_relaxed);
+      if (timed_out || stopped) {
+        result.timed_out = timed_out;
+        result.stopped = !timed_out && stopped;
+        ::kill(target, SIGTERM);
+        kill_at = now + options.stop_grace;
+      }
+    } else if (now >= *kill_at) {
+      ::kill(target, SIGKILL);
+      kill_at = now + std::chrono::hours(24);  // once
+    }
+  }
+  if (fd >= 0) {
+    // Whatever the child wrote last.
+    char buffer[4096];
+    ssize_t n = 0;
+    while ((n = ::read(fd, buffer, sizeof buffer)) > 0) result.output.append(buffer, static_cast<std::size_t>(n));
+    ::close(fd);
+  }
+  return result;
 }
 
 }  // namespace apt::vgpu::runtime::detail

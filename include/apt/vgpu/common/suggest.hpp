@@ -11,7 +11,8 @@
 
 namespace apt::vgpu {
 
-// Levenshtein distance between two strings (case-sensitive).
+// Edit distance (optimal string alignment: Levenshtein plus swaps of
+// neighbouring characters), case-sensitive.
 [[nodiscard]] std::size_t edit_distance(std::string_view a, std::string_view b);
 
 // The candidate closest to `word`, if it is close enough to be a plausible

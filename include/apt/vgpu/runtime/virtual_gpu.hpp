@@ -21,6 +21,7 @@
 
 #include <apt/vgpu/runtime/lease.hpp>
 #include <apt/vgpu/runtime/node.hpp>
+#include <apt/vgpu/runtime/run_options.hpp>
 #include <apt/vgpu/runtime/virtual_gpu_options.hpp>
 
 #include <chrono>
@@ -68,6 +69,8 @@ class VirtualGPU {
   // number when it was killed by a signal, as shells report it). Throws
   // ProcessError when it cannot be started, DeviceError on an unusable GPU.
   int run(const std::vector<std::string>& argv);
+  // The same with output capture, a timeout and a stop flag (see RunOptions).
+  RunResult run(const std::vector<std::string>& argv, const RunOptions& options);
 
   // Where libvgpu-cuda.so is: $VGPU_INTERCEPT_LIBRARY, else next to the
   // executable (../lib, ., ../src/intercept), else the install libdir. Empty when not found.

@@ -1,0 +1,49 @@
+// Jobs for the trace-replay simulator, read from public cluster traces or a
+// CSV of our own.
+//
+//   alibaba  Alibaba PAI 2023 pod list (openb_pod_list_*.csv): GPU pods only
+//            (num_gpu >= 1); a 1-GPU pod asks for gpu_milli/1000 of a GPU, a
+//            multi-GPU pod for whole GPUs; submit = creation_time, duration =
+//            deletion_time - scheduled_time; pods that never ran (no
+//            scheduled_time) are skipped; group = qos, priority LS 3 >
+//            Guaranteed 2 > Burstable 1 > BE 0.
+//   philly   Philly-derived job list (timestamp, duration, num_gpus, gpu_time,
+//            cluster): whole GPUs; group = virtual cluster.
+//   csv      ours: header "submit,duration,gpus,gpu_share,memory,priority,group"
+//            (memory as bytes or a size like 16GB; empty: share x GPU memory).
+//
+// GPU memory: traces give none, so a fractional job asks for its share of the
+// GPU's memory (gpu_milli/1000 x memory_per_gpu).
+//
+// Thread safety: pure functions.
+#pragma once
+
+#include <apt/vgpu/scheduler/cluster_state.hpp>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace apt::vgpu::scheduler {
+
+struct SimJob {
+  std::uint64_t id = 0;
+  double submit = 0.0;    // seconds from the first submission
+  double duration = 0.0;  // seconds of work
+  Demand demand;
+  int priority = 0;
+  std::string group;
+};
+
+struct TraceLoadResult {
+  std::vector<SimJob> jobs;  // sorted by submit time
+  std::uint64_t skipped = 0; // rows that are not GPU jobs or never ran
+  std::string format;        // "alibaba", "philly" or "csv"
+};
+
+// Detects the format from the header. Throws InvalidArgument naming file and
+// line for malformed input.
+[[nodiscard]] TraceLoadResult load_trace_jobs(const std::string& path, std::uint64_t memory_per_gpu);
+
+}  // namespace apt::vgpu::scheduler

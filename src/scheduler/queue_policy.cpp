@@ -1,0 +1,410 @@
+#include <apt/vgpu/common/error.hpp>
+#include <apt/vgpu/common/suggest.hpp>
+#include <apt/vgpu/scheduler/queue_policy.hpp>
+
+#include <algorithm>
+#include <fmt/format.h>
+#include <unordered_map>
+
+namespace apt::vgpu::scheduler {
+
+double QueuePolicy::next_wakeup(double now) const {
+  double earliest = std::numeric_limits<double>::infinity();
+  for (const QueuedTask* t : waiting()) {
+    if (t->not_before > now) earliest = std::min(earliest, t->not_before);
+  }
+  return earliest;
+}
+
+namespace {
+
+// Waiting tasks in submission order, erasable by id.
+class SequenceQueue {
+ public:
+  void push(const QueuedTask& t) {
+    tasks_.emplace(t.sequence, t);
+    index_[t.id] = t.sequence;
+  }
+  bool erase(TaskId id) {
+    auto it = index_.find(id);
+    if (it == index_.end()) return false;
+    tasks_.erase(it->second);
+    index_.erase(it);
+    return true;
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return tasks_.size(); }
+  [[nodiscard]] bool empty() const noexcept { return tasks_.empty(); }
+  std::map<std::uint64_t, QueuedTask>& tasks() { return tasks_; }
+  [[nodiscard]] const std::map<std::uint64_t, QueuedTask>& tasks() const { return tasks_; }
+
+ private:
+  std::map<std::uint64_t, QueuedTask> tasks_;
+  std::unordered_map<TaskId, std::uint64_t> index_;
+};
+
+std::vector<QueuedTask> values(const std::map<std::uint64_t, QueuedTask>& m) {
+  std::vector<QueuedTask> out;
+  out.reserve(m.size());
+  for (const auto& [k, t] : m) out.push_back(t);
+  return out;
+}
+
+// ---------------------------------------------------------------- fifo
+class FifoPolicy final : public QueuePolicy {
+ public:
+  explicit FifoPolicy(const PolicyOptions& o) : options_(o) {}
+  std::string_view name() const noexcept override { return "fifo"; }
+  void enqueue(const QueuedTask& t) override { queue_.push(t); }
+  bool erase(TaskId id) override { return queue_.erase(id); }
+  std::size_t size() const noexcept override { return queue_.size(); }
+  std::vector<QueuedTask> ordered() const override { return values(queue_.tasks()); }
+
+  void schedule(SchedulingContext& ctx) override {
+    auto& tasks = queue_.tasks();
+    for (auto it = tasks.begin(); it != tasks.end();) {
+      if (it->second.not_before > ctx.now()) {  // backing off after a failure: not the head yet
+        ++it;
+        continue;
+      }
+      if (!ctx.try_start(it->second, options_.placement)) return;  // head-of-line blocking
+      const TaskId id = it->second.id;
+      ++it;
+      queue_.erase(id);
+    }
+  }
+
+ protected:
+  std::vector<const QueuedTask*> waiting() const override {
+    std::vector<const QueuedTask*> out;
+    for (const auto& [k, t] : queue_.tasks()) out.push_back(&t);
+    return out;
+  }
+
+ private:
+  PolicyOptions options_;
+  SequenceQueue queue_;
+};
+
+// ---------------------------------------------------------------- priority
+class PriorityPolicy final : public QueuePolicy {
+ public:
+  explicit PriorityPolicy(const PolicyOptions& o) : options_(o) {}
+  std::string_view name() const noexcept override { return "priority"; }
+  void enqueue(const QueuedTask& t) override {
+    queue_.emplace(Key{-static_cast<long long>(t.priority), t.sequence}, t);
+    index_[t.id] = Key{-static_cast<long long>(t.priority), t.sequence};
+  }
+  bool erase(TaskId id) override {
+    auto it = index_.find(id);
+    if (it == index_.end()) return false;
+    queue_.erase(it->second);
+    index_.erase(it);
+    return true;
+  }
+  std::size_t size() const noexcept override { return queue_.size(); }
+  std::vector<QueuedTask> ordered() const override {
+    std::vector<QueuedTask> out;
+    for (const auto& [k, t] : queue_) out.push_back(t);
+    return out;
+  }
+
+  void schedule(SchedulingContext& ctx) override {
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      if (it->second.not_before > ctx.now()) {
+        ++it;
+        continue;
+      }
+      if (!ctx.try_start(it->second, options_.placement)) {
+        if (options_.preemption) preempt_for(ctx, it->second);
+        return;
+      }
+      const TaskId id = it->second.id;
+      ++it;
+      erase(id);
+    }
+  }
+
+ protected:
+  std::vector<const QueuedTask*> waiting() const override {
+    std::vector<const QueuedTask*> out;
+    for (const auto& [k, t] : queue_) out.push_back(&t);
+    return out;
+  }
+
+ private:
+  using Key = std::pair<long long, std::uint64_t>;
+
+  // Stops the fewest lower-priority tasks that make room for `head`.
+  void preempt_for(SchedulingContext& ctx, const QueuedTask& head) {
+    ClusterState future = ctx.cluster();
+    std::vector<RunningTask> victims;
+    for (RunningTask& r : ctx.running()) {
+      if (r.stopping) {
+        future.release(r.gpus, r.task.demand);  // already on its way out
+      } else if (r.task.priority < head.priority) {
+        victims.push_back(std::move(r));
+      }
+    }
+    std::uint32_t cursor = 0;
+    if (!place(future, head.demand, options_.placement, cursor, head.preferred_gpu).empty()) return;  // wait
+    std::sort(victims.begin(), victims.end(), [](const RunningTask& a, const RunningTask& b) {
+      if (a.task.priority != b.task.priority) return a.task.priority < b.task.priority;
+      return a.start > b.start;
+    });
+    std::vector<TaskId> chosen;
+    for (const RunningTask& v : victims) {
+      future.release(v.gpus, v.task.demand);
+      chosen.push_back(v.task.id);
+      if (!place(future, head.demand, options_.placement, cursor, head.preferred_gpu).empty()) {
+        for (TaskId id : chosen) ctx.preempt(id);
+        return;
+      }
+    }
+  }
+
+  PolicyOptions options_;
+  std::map<Key, QueuedTask> queue_;
+  std::unordered_map<TaskId, Key> index_;
+};
+
+// ---------------------------------------------------------------- fair
+class FairPolicy final : public QueuePolicy {
+ public:
+  explicit FairPolicy(const PolicyOptions& o) : options_(o) {}
+  std::string_view name() const noexcept override { return "fair"; }
+  void enqueue(const QueuedTask& t) override {
+    groups_[t.group].queue.push(t);
+    group_of_[t.id] = t.group;
+    ++size_;
+  }
+  bool erase(TaskId id) override {
+    auto it = group_of_.find(id);
+    if (it == group_of_.end()) return false;
+    groups_[it->second].queue.erase(id);
+    group_of_.erase(it);
+    --size_;
+    return true;
+  }
+  std::size_t size() const noexcept override { return size_; }
+
+  std::vector<QueuedTask> ordered() const override {
+    // Simulate the pick order with current usage, assuming every head fits.
+    std::map<std::string, std::pair<double, double>> usage;
+    std::map<std::string, std::vector<QueuedTask>> pending;
+    for (const auto& [name, g] : groups_) {
+      usage[name] = {g.compute, g.memory};
+      pending[name] = values(g.queue.tasks());
+      std::reverse(pending[name].begin(), pending[name].end());
+    }
+    std::vector<QueuedTask> out;
+    while (out.size() < size_) {
+      const std::string* best = nullptr;
+      double best_share = 0;
+      double best_service = 0;
+      for (auto& [name, list] : pending) {
+        if (list.empty()) continue;
+        const double share = dominant(usage[name].first, usage[name].second, name);
+        const double service = groups_.at(name).service / weight(name);
+        if (best == nullptr || share < best_share - 1e-12 || (share <= best_share + 1e-12 && service < best_service)) {
+          best = &name;
+          best_share = share;
+          best_service = service;
+        }
+      }
+      QueuedTask t = pending[*best].back();
+      pending[*best].pop_back();
+      usage[*best].first += static_cast<double>(t.demand.compute_milli) * t.demand.gpu_count;
+      usage[*best].second += static_cast<double>(t.demand.memory) * t.demand.gpu_count;
+      out.push_back(std::move(t));
+    }
+    return out;
+  }
+
+  void schedule(SchedulingContext& ctx) override {
+    total_compute_ = static_cast<double>(ctx.cluster().total_compute_milli());
+    total_memory_ = static_cast<double>(ctx.cluster().total_memory());
+    std::vector<std::string> blocked;
+    while (true) {
+      Group* best = nullptr;
+      const std::string* best_name = nullptr;
+      double best_share = 0;
+      double best_service = 0;
+      for (auto& [name, g] : groups_) {
+        if (g.queue.empty() || std::find(blocked.begin(), blocked.end(), name) != blocked.end()) continue;
+        const double share = dominant(g.compute, g.memory, name);
+        const double service = g.service / weight(name);
+        constexpr double kTie = 1e-12;
+        if (best == nullptr || share < best_share - kTie || (share <= best_share + kTie && service < best_service)) {
+          best = &g;
+          best_name = &name;
+          best_share = share;
+          best_service = service;
+        }
+      }
+      if (best == nullptr) return;
+      // The group's first eligible task (tasks backing off are skipped).
+      auto& tasks = best->queue.tasks();
+      auto it = std::find_if(tasks.begin(), tasks.end(), [&](const auto& kv) { return kv.second.not_before <= ctx.now(); });
+      if (it == tasks.end() || !ctx.try_start(it->second, options_.placement)) {
+        blocked.push_back(*best_name);
+        continue;
+      }
+      const QueuedTask& t = it->second;
+      best->compute += static_cast<double>(t.demand.compute_milli) * t.demand.gpu_count;
+      best->memory += static_cast<double>(t.demand.memory) * t.demand.gpu_count;
+      erase(t.id);
+    }
+  }
+
+  void on_finished(const RunningTask& r, double now) override {
+    auto it = groups_.find(r.task.group);
+    if (it == groups_.end()) return;
+    // Service: the dominant resource-seconds this run consumed.
+    const double c = total_compute_ > 0 ? static_cast<double>(r.task.demand.compute_milli) * r.task.demand.gpu_count / total_compute_ : 0.0;
+    const double m = total_memory_ > 0 ? static_cast<double>(r.task.demand.memory) * r.task.demand.gpu_count / total_memory_ : 0.0;
+    it->second.service += std::max(c, m) * std::max(0.0, now - r.start);
+    it->second.compute -= static_cast<double>(r.task.demand.compute_milli) * r.task.demand.gpu_count;
+    it->second.memory -= static_cast<double>(r.task.demand.memory) * r.task.demand.gpu_count;
+    if (it->second.compute < 0.5) it->second.compute = 0;
+    if (it->second.memory < 0.5) it->second.memory = 0;
+  }
+
+ protected:
+  std::vector<const QueuedTask*> waiting() const override {
+    std::vector<const QueuedTask*> out;
+    for (const auto& [name, g] : groups_) {
+      for (const auto& [k, t] : g.queue.tasks()) out.push_back(&t);
+    }
+    return out;
+  }
+
+ private:
+  struct Group {
+    SequenceQueue queue;
+    double compute = 0;  // milli x GPUs running now
+    double memory = 0;   // bytes running now
+    double service = 0;  // dominant resource-seconds received so far
+  };
+
+  [[nodiscard]] double weight(const std::string& group) const {
+    auto w = options_.weights.find(group);
+    return w == options_.weights.end() ? 1.0 : w->second;
+  }
+
+  [[nodiscard]] double dominant(double compute, double memory, const std::string& group) const {
+    const double c = total_compute_ > 0 ? compute / total_compute_ : compute;
+    const double m = total_memory_ > 0 ? memory / total_memory_ : 0.0;
+    return std::max(c, m) / weight(group);
+  }
+
+  PolicyOptions options_;
+  std::map<std::string, Group> groups_;
+  std::unordered_map<TaskId, std::string> group_of_;
+  std::size_t size_ = 0;
+  double total_compute_ = 0;
+  double total_memory_ = 0;
+};
+
+// ---------------------------------------------------------------- adaptive
+class AdaptivePolicy final : public QueuePolicy {
+ public:
+  explicit AdaptivePolicy(const PolicyOptions& o) : options_(o) {}
+  std::string_view name() const noexcept override { return "adaptive"; }
+  void enqueue(const QueuedTask& t) override { queue_.push(t); }
+  bool erase(TaskId id) override { return queue_.erase(id); }
+  std::size_t size() const noexcept override { return queue_.size(); }
+  std::vector<QueuedTask> ordered() const override { return values(queue_.tasks()); }
+
+  void schedule(SchedulingContext& ctx) override {
+    auto& tasks = queue_.tasks();
+    auto strategy = [&ctx] {
+      return ctx.cluster().allocation_rate() >= 0.5 ? PlacementStrategy::best_fit : PlacementStrategy::spread;
+    };
+    auto it = tasks.begin();
+    // Start heads while they fit.
+    while (it != tasks.end()) {
+      if (it->second.not_before > ctx.now()) {
+        ++it;
+        continue;
+      }
+      if (!ctx.try_start(it->second, strategy())) break;
+      const TaskId id = it->second.id;
+      ++it;
+      queue_.erase(id);
+    }
+    if (it == tasks.end()) return;
+    // The head is blocked: reserve for it, then backfill behind it.
+    const QueuedTask& head = it->second;
+    const double shadow = reservation_time(ctx, head);
+    std::uint32_t looked = 0;
+    for (auto next = std::next(it); next != tasks.end() && looked < options_.backfill_window;) {
+      ++looked;
+      const QueuedTask& t = next->second;
+      const bool ends_in_time = t.expected_duration && ctx.now() + *t.expected_duration <= shadow;
+      if (t.not_before <= ctx.now() && ends_in_time && ctx.try_start(t, PlacementStrategy::best_fit)) {
+        const TaskId id = t.id;
+        ++next;
+        queue_.erase(id);
+      } else {
+        ++next;
+      }
+    }
+  }
+
+ protected:
+  std::vector<const QueuedTask*> waiting() const override {
+    std::vector<const QueuedTask*> out;
+    for (const auto& [k, t] : queue_.tasks()) out.push_back(&t);
+    return out;
+  }
+
+ private:
+  // The earliest time the head fits if running tasks end when expected;
+  // +inf when tasks without an expected end stand in the way.
+  static double reservation_time(SchedulingContext& ctx, const QueuedTask& head) {
+    std::vector<RunningTask> running = ctx.running();
+    std::vector<const RunningTask*> ending;
+    for (const RunningTask& r : running) {
+      if (r.task.expected_duration) ending.push_back(&r);
+    }
+    std::sort(ending.begin(), ending.end(), [](const RunningTask* a, const RunningTask* b) {
+      return a->start + *a->task.expected_duration < b->start + *b->task.expected_duration;
+    });
+    ClusterState future = ctx.cluster();
+    std::uint32_t cursor = 0;
+    for (const RunningTask* r : ending) {
+      future.release(r->gpus, r->task.demand);
+      bool fits = false;
+      if (head.demand.gpu_count == 1) {
+        // Only the GPUs just released can have become able to hold the head.
+        for (std::uint32_t g : r->gpus) fits = fits || future.fits(g, head.demand.memory, head.demand.compute_milli);
+      } else {
+        fits = !place(future, head.demand, PlacementStrategy::best_fit, cursor).empty();
+      }
+      if (fits) return r->start + *r->task.expected_duration;
+    }
+    return std::numeric_limits<double>::infinity();
+  }
+
+  PolicyOptions options_;
+  SequenceQueue queue_;
+};
+
+}  // namespace
+
+const std::vector<std::string>& policy_names() {
+  static const std::vector<std::string> names{"fifo", "priority", "fair", "adaptive"};
+  return names;
+}
+
+std::unique_ptr<QueuePolicy> make_queue_policy(std::string_view name, const PolicyOptions& options) {
+  if (name == "fifo") return std::make_unique<FifoPolicy>(options);
+  if (name == "priority") return std::make_unique<PriorityPolicy>(options);
+  if (name == "fair") return std::make_unique<FairPolicy>(options);
+  if (name == "adaptive") return std::make_unique<AdaptivePolicy>(options);
+  std::string message = fmt::format("scheduling_policy: '{}' is not a policy; use one of {}", name, join(policy_names()));
+  if (auto guess = nearest(name, policy_names())) message += fmt::format(" (did you mean '{}'?)", *guess);
+  throw InvalidArgument(message);
+}
+
+}  // namespace apt::vgpu::scheduler

@@ -1,0 +1,382 @@
+#include <apt/vgpu/common/error.hpp>
+#include <apt/vgpu/config/load_profile.hpp>
+#include <apt/vgpu/device/sim_backend.hpp>
+#include <apt/vgpu/scheduler/gpu_scheduler.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <latch>
+#include <set>
+#include <thread>
+
+namespace apt::vgpu::scheduler {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr std::uint64_t kGB = 1'000'000'000ULL;
+
+std::shared_ptr<runtime::Node> sim_node(std::uint32_t gpus, std::uint32_t max_slices = 64) {
+  device::SimConfig c;
+  c.gpu_count = gpus;
+  return std::make_shared<runtime::Node>(std::make_unique<device::SimBackend>(c),
+                                         runtime::LedgerOptions{max_slices, 1.0});
+}
+
+SchedulerOptions on(std::shared_ptr<runtime::Node> node) {
+  SchedulerOptions o;
+  o.node = std::move(node);
+  o.retry_backoff = 10ms;
+  o.stop_grace = 200ms;
+  return o;
+}
+
+// Blocks tasks until released, so tests can look at what is running.
+struct Gate {
+  std::mutex m;
+  std::condition_variable cv;
+  bool open = false;
+  void wait() {
+    std::unique_lock l(m);
+    cv.wait(l, [&] { return open; });
+  }
+  void release() {
+    {
+      std::lock_guard l(m);
+      open = true;
+    }
+    cv.notify_all();
+  }
+};
+
+void wait_until(const std::function<bool()>& condition) {
+  for (int i = 0; i < 2000 && !condition(); ++i) std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(condition());
+}
+
+TEST(GPUScheduler, SeedApiRunsCallablesWithTheirVirtualGpu) {
+  GPUScheduler scheduler(8, 32, "fair", on(sim_node(8)));
+  const TaskId id = scheduler.submit_task(
+      [](runtime::VirtualGPU& vgpu) { return vgpu.device() + " " + std::to_string(*vgpu.options().memory_limit); },
+      GpuRequirements::with("16GB", 0.25));
+  const std::string result = scheduler.wait_for_task_as<std::string>(id);
+  EXPECT_EQ(result.rfind("sim:", 0), 0U) << result;
+  EXPECT_NE(result.find("16000000000"), std::string::npos);
+  EXPECT_EQ(scheduler.status(id).state, TaskState::succeeded);
+  EXPECT_EQ(scheduler.status(id).attempts.size(), 1U);
+}
+
+TEST(GPUScheduler, ManyTasksSeedExample) {
+  GPUScheduler scheduler(4, 16, "fifo", on(sim_node(4)));
+  std::vector<TaskId> ids;
+  for (int i = 0; i < 10; ++i) {
+    ids.push_back(scheduler.submit_task([i] { return "model_" + std::to_string(i); }, GpuRequirements::with("10GB")));
+  }
+  const auto results = scheduler.wait_all(ids);
+  ASSERT_EQ(results.size(), 10U);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(std::any_cast<std::string>(results[static_cast<std::size_t>(i)]), "model_" + std::to_string(i));
+}
+
+TEST(GPUScheduler, ErrorsAreRethrownAsThemselves) {
+  GPUScheduler scheduler(1, 4, "fifo", on(sim_node(1)));
+  const TaskId id = scheduler.submit_task([]() -> int { throw std::out_of_range("bad index 7"); });
+  try {
+    (void)scheduler.wait_for_task(id);
+    FAIL();
+  } catch (const std::out_of_range& e) {
+    EXPECT_STREQ(e.what(), "bad index 7");
+  }
+  EXPECT_EQ(scheduler.status(id).state, TaskState::failed);
+  EXPECT_NE(scheduler.status(id).attempts.back().outcome.find("bad index 7"), std::string::npos);
+}
+
+TEST(GPUScheduler, SlicesNeverExceedMemoryOrTheSliceCap) {
+  GPUScheduler scheduler(2, 3, "fifo", on(sim_node(2)));
+  Gate gate;
+  std::atomic<int> running{0};
+  std::atomic<int> peak{0};
+  std::vector<TaskId> ids;
+  for (int i = 0; i < 6; ++i) {
+    ids.push_back(scheduler.submit_task(
+        [&] {
+          const int now = ++running;
+          int seen = peak.load();
+          while (now > seen && !peak.compare_exchange_weak(seen, now)) {
+          }
+          gate.wait();
+          --running;
+        },
+        GpuRequirements::with("30GB")));
+  }
+  wait_until([&] { return running.load() == 3; });
+  const SchedulerSnapshot s = scheduler.snapshot();
+  EXPECT_EQ(s.running.size(), 3U) << "max_virtual_gpus = 3";
+  EXPECT_EQ(s.queued.size(), 3U);
+  for (const auto& g : s.gpus) EXPECT_LE(g.memory_used, g.memory_capacity);
+  gate.release();
+  scheduler.wait_all(ids);
+  EXPECT_EQ(peak.load(), 3);
+  EXPECT_EQ(scheduler.node().ledger().active_slices(), 0U) << "no lease leaked";
+}
+
+TEST(GPUScheduler, RequirementsThatCanNeverFitAreRejectedAtSubmit) {
+  GPUScheduler scheduler(2, 8, "fifo", on(sim_node(2)));
+  try {
+    (void)scheduler.submit_task([] {}, GpuRequirements::with("81GB"));
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("can never fit"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW((void)scheduler.submit_task([] {}, GpuRequirements::with("1GB", 1.5)), InvalidArgument);
+  EXPECT_THROW((void)scheduler.submit_task([] {}, GpuRequirements::with("1GB", 0.0)), InvalidArgument);
+  EXPECT_THROW((void)GpuRequirements::with("lots"), InvalidArgument);
+  GpuRequirements pinned;
+  pinned.gpu = 5;
+  EXPECT_THROW((void)scheduler.submit_task([] {}, pinned), InvalidArgument);
+  EXPECT_THROW((void)scheduler.submit_command({}, {}), InvalidArgument);
+  EXPECT_THROW((void)scheduler.wait_for_task(999), InvalidArgument);
+  EXPECT_THROW(GPUScheduler(9, 8, "fifo", on(sim_node(2))), InvalidArgument) << "more GPUs than the node has";
+  EXPECT_THROW(GPUScheduler(2, 8, "lottery", on(sim_node(2))), InvalidArgument);
+}
+
+TEST(GPUScheduler, CommandsSeeTheirSliceAndReportExitCodesAndOutput) {
+  GPUScheduler scheduler(2, 8, "fifo", on(sim_node(2)));
+  GpuRequirements r = GpuRequirements::with("8GB", 0.5);
+  const TaskId ok = scheduler.submit_command(
+      {"/bin/sh", "-c", "echo limit=$VGPU_MEMORY_LIMIT share=$VGPU_COMPUTE_SHARE visible=$CUDA_VISIBLE_DEVICES"}, r);
+  const auto result = scheduler.wait_for_task_as<CommandResult>(ok);
+  EXPECT_EQ(result.exit_code, 0);
+  EXPECT_NE(result.output.find("limit=8000000000 share=0.5 visible=GPU-"), std::string::npos) << result.output;
+
+  const TaskId bad = scheduler.submit_command({"/bin/sh", "-c", "echo oops >&2; exit 3"});
+  try {
+    (void)scheduler.wait_for_task(bad);
+    FAIL();
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.reason(), TaskError::Reason::command_failed);
+    EXPECT_EQ(e.exit_code(), 3);
+    EXPECT_NE(e.output().find("oops"), std::string::npos);
+  }
+  const TaskId missing = scheduler.submit_command({"/nonexistent/tool"});
+  try {
+    (void)scheduler.wait_for_task(missing);
+    FAIL();
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.reason(), TaskError::Reason::could_not_start);
+  }
+}
+
+TEST(GPUScheduler, CommandTimeoutKillsTheProcessGroup) {
+  GPUScheduler scheduler(1, 4, "fifo", on(sim_node(1)));
+  GpuRequirements r;
+  r.timeout = 200ms;
+  const auto start = std::chrono::steady_clock::now();
+  const TaskId id = scheduler.submit_command({"/bin/sh", "-c", "sleep 30"}, r);
+  try {
+    (void)scheduler.wait_for_task(id);
+    FAIL();
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.reason(), TaskError::Reason::timed_out);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_EQ(scheduler.status(id).attempts.back().outcome, "timed out");
+}
+
+TEST(GPUScheduler, CallableTimeoutSignalsStop) {
+  GPUScheduler scheduler(1, 4, "fifo", on(sim_node(1)));
+  GpuRequirements r;
+  r.timeout = 100ms;
+  const TaskId id = scheduler.submit_task(
+      [](TaskContext& ctx) {
+        while (!ctx.stop_requested()) std::this_thread::sleep_for(1ms);
+      },
+      r);
+  try {
+    (void)scheduler.wait_for_task(id);
+    FAIL();
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.reason(), TaskError::Reason::timed_out);
+  }
+}
+
+TEST(GPUScheduler, CancelAtEveryState) {
+  GPUScheduler scheduler(1, 1, "fifo", on(sim_node(1)));
+  Gate gate;
+  std::atomic<bool> started{false};
+  const TaskId running = scheduler.submit_task([&](TaskContext& ctx) {
+    started = true;
+    while (!ctx.stop_requested()) std::this_thread::sleep_for(1ms);
+  });
+  const TaskId queued = scheduler.submit_task([] { return 1; });
+  wait_until([&] { return started.load(); });
+  EXPECT_EQ(scheduler.status(queued).state, TaskState::queued);
+  EXPECT_TRUE(scheduler.cancel(queued));
+  EXPECT_EQ(scheduler.status(queued).state, TaskState::cancelled);
+  EXPECT_TRUE(scheduler.cancel(running));
+  try {
+    (void)scheduler.wait_for_task(running);
+    FAIL();
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.reason(), TaskError::Reason::cancelled);
+  }
+  EXPECT_FALSE(scheduler.cancel(running)) << "already ended";
+  const TaskId done = scheduler.submit_task([] { return 2; });
+  EXPECT_EQ(scheduler.wait_for_task_as<int>(done), 2);
+  EXPECT_FALSE(scheduler.cancel(done));
+  // A running command is killed.
+  const TaskId sleeper = scheduler.submit_command({"/bin/sh", "-c", "sleep 30"});
+  wait_until([&] { return scheduler.status(sleeper).state == TaskState::running; });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_TRUE(scheduler.cancel(sleeper));
+  EXPECT_THROW((void)scheduler.wait_for_task(sleeper), TaskError);
+  EXPECT_EQ(scheduler.status(sleeper).state, TaskState::cancelled);
+  EXPECT_EQ(scheduler.node().ledger().active_slices(), 0U);
+}
+
+TEST(GPUScheduler, PriorityPreemptionStopsAndRequeuesLowerPriorityWork) {
+  SchedulerOptions o = on(sim_node(1));
+  o.preemption = true;
+  GPUScheduler scheduler(1, 4, "priority", o);
+  std::atomic<int> low_starts{0};
+  GpuRequirements low = GpuRequirements::with("60GB", 0.8);
+  const TaskId background = scheduler.submit_task(
+      [&](TaskContext& ctx) {
+        ++low_starts;
+        for (int i = 0; i < 300 && !ctx.stop_requested(); ++i) std::this_thread::sleep_for(1ms);
+        return ctx.attempt();
+      },
+      low);
+  wait_until([&] { return low_starts.load() == 1; });
+  GpuRequirements high = GpuRequirements::with("60GB", 0.8);
+  high.priority = 10;
+  const TaskId urgent = scheduler.submit_task([] { return 42; }, high);
+  EXPECT_EQ(scheduler.wait_for_task_as<int>(urgent), 42);
+  EXPECT_EQ(scheduler.wait_for_task_as<std::uint32_t>(background), 2U) << "requeued and run again";
+  const TaskStatus s = scheduler.status(background);
+  ASSERT_EQ(s.attempts.size(), 2U);
+  EXPECT_EQ(s.attempts[0].outcome, "preempted");
+  EXPECT_EQ(s.attempts[1].outcome, "succeeded");
+}
+
+TEST(GPUScheduler, RetriesWithBackoffAndMovesOffALostGpu) {
+  auto node = sim_node(2);
+  GPUScheduler scheduler(2, 8, "fifo", on(node));
+  GpuRequirements r = GpuRequirements::with("10GB", 0.5);
+  r.max_retries = 3;
+  r.gpu = std::nullopt;
+  r.fallback_gpu = 1;
+  std::atomic<int> calls{0};
+  const TaskId id = scheduler.submit_task(
+      [&](runtime::VirtualGPU& vgpu) {
+        if (++calls == 1) {
+          // The GPU dies under the first attempt.
+          node->backend().simulator()->set_health(vgpu.gpu_id(), device::HealthState::lost, "injected");
+          throw std::runtime_error("CUDA error: an illegal memory access was encountered");
+        }
+        return vgpu.gpu_id();
+      },
+      r);
+  const auto gpu = scheduler.wait_for_task_as<std::uint32_t>(id);
+  const TaskStatus s = scheduler.status(id);
+  ASSERT_EQ(s.attempts.size(), 2U);
+  EXPECT_NE(s.attempts[0].outcome.find("illegal memory access"), std::string::npos);
+  EXPECT_NE(s.attempts[1].gpu, s.attempts[0].gpu) << "retried on another GPU";
+  EXPECT_EQ(gpu, s.attempts[1].gpu);
+}
+
+TEST(GPUScheduler, GivesUpAfterMaxRetries) {
+  GPUScheduler scheduler(1, 4, "fifo", on(sim_node(1)));
+  GpuRequirements r;
+  r.max_retries = 2;
+  std::atomic<int> calls{0};
+  const TaskId id = scheduler.submit_task([&]() -> int { throw std::runtime_error("flaky " + std::to_string(++calls)); }, r);
+  EXPECT_THROW((void)scheduler.wait_for_task(id), std::runtime_error);
+  EXPECT_EQ(calls.load(), 3);
+  EXPECT_EQ(scheduler.status(id).attempts.size(), 3U);
+  GpuRequirements no_recover = r;
+  no_recover.auto_recover = false;
+  calls = 0;
+  const TaskId once = scheduler.submit_task([&]() -> int { throw std::runtime_error("x" + std::to_string(++calls)); }, no_recover);
+  EXPECT_THROW((void)scheduler.wait_for_task(once), std::runtime_error);
+  EXPECT_EQ(calls.load(), 1) << "no retries without auto_recover";
+}
+
+TEST(GPUScheduler, AdaptiveSpreadsWhenLightAndPlacementsAreVisible) {
+  GPUScheduler scheduler(2, 8, "adaptive", on(sim_node(2)));
+  Gate gate;
+  std::vector<TaskId> ids;
+  for (int i = 0; i < 2; ++i) ids.push_back(scheduler.submit_task([&] { gate.wait(); }, GpuRequirements::with("10GB", 0.2)));
+  wait_until([&] { return scheduler.snapshot().running.size() == 2; });
+  std::set<std::uint32_t> gpus;
+  for (const auto& t : scheduler.snapshot().running) gpus.insert(*t.gpu);
+  EXPECT_EQ(gpus.size(), 2U) << "a light cluster spreads";
+  gate.release();
+  scheduler.wait_all(ids);
+}
+
+TEST(GPUScheduler, FromAProfile) {
+  const auto config = config::load_profile("research");
+  auto scheduler = GPUScheduler::from_config(config.vgpu, sim_node(8, 80));
+  EXPECT_EQ(scheduler->snapshot().policy, "adaptive");
+  EXPECT_EQ(scheduler->snapshot().max_slices, 80U);
+  const TaskId id = scheduler->submit_task([] { return 7; }, GpuRequirements::with("8GB", 0.1));
+  EXPECT_EQ(scheduler->wait_for_task_as<int>(id), 7);
+}
+
+TEST(GPUScheduler, ConcurrentSubmittersLoseNothingAndLeakNoLease) {
+  auto node = sim_node(4);
+  std::atomic<long> runs{0};
+  {
+    GPUScheduler scheduler(4, 16, "fair", on(node));
+    constexpr int kThreads = 6;
+    constexpr int kPerThread = 300;
+    std::vector<std::vector<TaskId>> ids(kThreads);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i) {
+          GpuRequirements r = GpuRequirements::with("5GB", 0.25);
+          r.user = "user" + std::to_string(t % 3);
+          ids[static_cast<std::size_t>(t)].push_back(scheduler.submit_task(
+              [&runs, t, i] {
+                ++runs;
+                return t * 100000 + i;
+              },
+              r));
+          if (i % 50 == 0) (void)scheduler.snapshot();
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    std::set<TaskId> unique;
+    for (int t = 0; t < kThreads; ++t) {
+      const auto results = scheduler.wait_all(ids[static_cast<std::size_t>(t)]);
+      for (int i = 0; i < kPerThread; ++i) {
+        EXPECT_EQ(std::any_cast<int>(results[static_cast<std::size_t>(i)]), t * 100000 + i);
+      }
+      unique.insert(ids[static_cast<std::size_t>(t)].begin(), ids[static_cast<std::size_t>(t)].end());
+    }
+    EXPECT_EQ(unique.size(), static_cast<std::size_t>(kThreads * kPerThread)) << "no duplicated ids";
+    EXPECT_EQ(runs.load(), kThreads * kPerThread) << "every task ran exactly once";
+  }
+  EXPECT_EQ(node->ledger().active_slices(), 0U);
+}
+
+TEST(GPUScheduler, DestructionCancelsQueuedAndStopsRunning) {
+  auto node = sim_node(1);
+  std::atomic<bool> stopped{false};
+  {
+    GPUScheduler scheduler(1, 1, "fifo", on(node));
+    (void)scheduler.submit_task([&](TaskContext& ctx) {
+      while (!ctx.stop_requested()) std::this_thread::sleep_for(1ms);
+      stopped = true;
+    });
+    (void)scheduler.submit_task([] {});
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(stopped.load());
+  EXPECT_EQ(node->ledger().active_slices(), 0U);
+}
+
+}  // namespace
+}  // namespace apt::vgpu::scheduler

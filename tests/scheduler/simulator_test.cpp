@@ -1,0 +1,171 @@
+#include <apt/vgpu/common/error.hpp>
+#include <apt/vgpu/scheduler/simulator.hpp>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+namespace apt::vgpu::scheduler {
+namespace {
+
+constexpr std::uint64_t k80GB = 80'000'000'000ULL;
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const auto path = std::filesystem::temp_directory_path() / (std::to_string(::getpid()) + "-" + name);
+  std::ofstream(path) << text;
+  return path.string();
+}
+
+TEST(TraceJobs, ReadsTheAlibabaPodList) {
+  const std::string path = write_temp(
+      "pods.csv",
+      "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time\n"
+      "p0,12000,16384,1,1000,,LS,Running,100,1100,100\n"
+      "p1,6000,12288,1,460,,BE,Running,200,700,250\n"
+      "p2,6000,12288,0,0,,BE,Running,300,900,300\n"           // CPU only: skipped
+      "p3,6000,12288,1,1000,,BE,Pending,400,500,\n"            // never ran: skipped
+      "p4,88000,327680,8,1000,V100M32,Burstable,Running,500,2500,600\n");
+  const TraceLoadResult r = load_trace_jobs(path, k80GB);
+  EXPECT_EQ(r.format, "alibaba");
+  ASSERT_EQ(r.jobs.size(), 3U);
+  EXPECT_EQ(r.skipped, 2U);
+  EXPECT_EQ(r.jobs[0].submit, 0.0) << "times start at the first submission";
+  EXPECT_EQ(r.jobs[0].duration, 1000.0);
+  EXPECT_EQ(r.jobs[0].priority, 3);
+  EXPECT_EQ(r.jobs[1].demand.compute_milli, 460U);
+  EXPECT_EQ(r.jobs[1].demand.memory, k80GB / 1000 * 460);
+  EXPECT_EQ(r.jobs[1].duration, 450.0);
+  EXPECT_EQ(r.jobs[1].group, "BE");
+  EXPECT_EQ(r.jobs[2].demand.gpu_count, 8U);
+  EXPECT_EQ(r.jobs[2].demand.compute_milli, kWholeGpuMilli);
+  EXPECT_EQ(r.jobs[2].submit, 400.0);
+  std::filesystem::remove(path);
+}
+
+TEST(TraceJobs, ReadsPhillyAndOurCsv) {
+  const std::string philly = write_temp("philly.csv",
+                                        "timestamp,duration,num_gpus,gpu_time,cluster\n"
+                                        "2017-10-09 07:01:55,66.0,1,66.0,11cb48\n"
+                                        "2017-10-09 06:13:03,2951.0,4,11804.0,6214e9\n");
+  TraceLoadResult r = load_trace_jobs(philly, k80GB);
+  EXPECT_EQ(r.format, "philly");
+  ASSERT_EQ(r.jobs.size(), 2U);
+  EXPECT_EQ(r.jobs[0].group, "6214e9") << "sorted by submit time";
+  EXPECT_EQ(r.jobs[1].submit, 48.0 * 60 + 52);
+  EXPECT_EQ(r.jobs[0].demand.gpu_count, 4U);
+
+  const std::string ours = write_temp("ours.csv",
+                                      "submit,duration,gpus,gpu_share,memory,priority,group\n"
+                                      "0,100,1,0.25,16GB,2,alice\n"
+                                      "5,50,2,1,,0,bob\n");
+  r = load_trace_jobs(ours, k80GB);
+  EXPECT_EQ(r.format, "csv");
+  ASSERT_EQ(r.jobs.size(), 2U);
+  EXPECT_EQ(r.jobs[0].demand.memory, 16'000'000'000ULL);
+  EXPECT_EQ(r.jobs[0].demand.compute_milli, 250U);
+  EXPECT_EQ(r.jobs[0].priority, 2);
+  EXPECT_EQ(r.jobs[1].demand.gpu_count, 2U);
+  std::filesystem::remove(philly);
+  std::filesystem::remove(ours);
+}
+
+TEST(TraceJobs, BadInputNamesFileAndLine) {
+  auto error_of = [](const std::string& text) {
+    const std::string path = write_temp("bad.csv", text);
+    std::string message = "accepted";
+    try {
+      (void)load_trace_jobs(path, k80GB);
+    } catch (const InvalidArgument& e) {
+      message = e.what();
+    }
+    std::filesystem::remove(path);
+    return message;
+  };
+  EXPECT_NE(error_of("a,b,c\n").find(":1: unknown trace format"), std::string::npos);
+  EXPECT_NE(error_of("submit,duration,gpus,gpu_share,memory,priority,group\n0,x,1,0.5,,0,a\n").find(":2: duration 'x'"),
+            std::string::npos);
+  EXPECT_NE(error_of("submit,duration,gpus,gpu_share,memory,priority,group\n0,10,1,1.5,,0,a\n").find("gpu_share 1.5"),
+            std::string::npos);
+  EXPECT_NE(error_of("submit,duration,gpus,gpu_share,memory,priority,group\n0,10,1,0.5,9XB,0,a\n").find(":2:"),
+            std::string::npos);
+  EXPECT_NE(error_of("timestamp,duration,num_gpus,gpu_time,cluster\nyesterday,1,1,1,c\n").find("timestamp 'yesterday'"),
+            std::string::npos);
+  EXPECT_THROW((void)load_trace_jobs("/nonexistent.csv", k80GB), InvalidArgument);
+}
+
+TEST(Simulator, MetricsOnAHandBuiltScenario) {
+  // 1 GPU; job 0 runs 0-10 alone, job 1 (t=0) waits 10 s and runs 10-20.
+  std::vector<SimJob> jobs(2);
+  for (std::uint64_t i = 0; i < 2; ++i) {
+    jobs[i].id = i;
+    jobs[i].duration = 10;
+    jobs[i].demand = Demand{k80GB, kWholeGpuMilli, 1};
+    jobs[i].group = i == 0 ? "a" : "b";
+  }
+  SimulationOptions o;
+  o.nodes = 1;
+  o.gpus_per_node = 1;
+  const SimulationReport r = simulate(jobs, o);
+  EXPECT_EQ(r.completed, 2U);
+  EXPECT_DOUBLE_EQ(r.avg_jct, 15.0);
+  EXPECT_DOUBLE_EQ(r.p99_jct, 20.0);
+  EXPECT_DOUBLE_EQ(r.avg_queueing_delay, 5.0);
+  EXPECT_DOUBLE_EQ(r.makespan, 20.0);
+  // Jain over groups of duration/JCT: a = 1, b = 0.5 -> (1.5)^2 / (2 * 1.25) = 0.9.
+  EXPECT_NEAR(r.jain_fairness, 0.9, 1e-12);
+}
+
+TEST(Simulator, SharingBeatsWholeGpusOnFractionalJobs) {
+  // Four quarter-GPU jobs on one GPU: shared, all run at once; whole-GPU, one at a time.
+  std::vector<SimJob> jobs(4);
+  for (std::uint64_t i = 0; i < 4; ++i) {
+    jobs[i].id = i;
+    jobs[i].duration = 100;
+    jobs[i].demand = Demand{k80GB / 4, 250, 1};
+  }
+  SimulationOptions o;
+  o.nodes = 1;
+  o.gpus_per_node = 1;
+  const SimulationReport shared = simulate(jobs, o);
+  o.whole_gpu = true;
+  const SimulationReport whole = simulate(jobs, o);
+  EXPECT_DOUBLE_EQ(shared.avg_queueing_delay, 0.0);
+  EXPECT_DOUBLE_EQ(shared.makespan, 100.0);
+  EXPECT_DOUBLE_EQ(whole.avg_queueing_delay, (0 + 100 + 200 + 300) / 4.0);
+  EXPECT_DOUBLE_EQ(whole.makespan, 400.0);
+}
+
+TEST(Simulator, RejectsJobsThatCanNeverFitAndReportsFragmentation) {
+  std::vector<SimJob> jobs(3);
+  jobs[0] = SimJob{0, 0, 100, Demand{k80GB / 2, 600, 1}, 0, ""};
+  jobs[1] = SimJob{1, 1, 10, Demand{k80GB / 2, 600, 1}, 0, ""};  // waits: 400 milli free but it needs 600
+  jobs[2] = SimJob{2, 2, 10, Demand{k80GB, kWholeGpuMilli, 2}, 0, ""};  // 2 GPUs on a 1-GPU cluster
+  SimulationOptions o;
+  o.nodes = 1;
+  o.gpus_per_node = 1;
+  o.samples = 100;
+  const SimulationReport r = simulate(jobs, o);
+  EXPECT_EQ(r.rejected, 1U);
+  EXPECT_EQ(r.completed, 2U);
+  EXPECT_GT(r.mean_fragmentation, 0.0) << "0.4 of the GPU is free but no queued job fits it";
+  EXPECT_FALSE(r.allocation_over_time.empty());
+}
+
+TEST(Simulator, ReplaysTheAlibabaSliceOnAThousandGpus) {
+  const std::string path = std::string(VGPU_SOURCE_DIR) + "/../shared/data/alibaba-pai-2023/openb_pod_list_default.csv";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << "public traces not present at " << path;
+  const TraceLoadResult trace = load_trace_jobs(path, k80GB);
+  EXPECT_GT(trace.jobs.size(), 6000U);
+  SimulationOptions o;  // 125 x 8
+  o.arrival_scale = 0.001;
+  const SimulationReport shared = simulate(trace.jobs, o);
+  o.whole_gpu = true;
+  const SimulationReport whole = simulate(trace.jobs, o);
+  EXPECT_EQ(shared.completed + shared.rejected, trace.jobs.size());
+  EXPECT_LT(shared.avg_queueing_delay, whole.avg_queueing_delay) << "sharing fractional GPUs cuts waiting";
+}
+
+}  // namespace
+}  // namespace apt::vgpu::scheduler

@@ -59,6 +59,7 @@ struct Task {
   std::atomic<bool> stop{false};
   StopReason stop_reason = StopReason::none;  // guarded by the scheduler mutex
   std::vector<std::uint32_t> gpus;            // of the running attempt
+  std::uint32_t waiters = 0;                  // threads in wait_for_task(); guarded by the scheduler mutex
 };
 
 // How an attempt ended, as the worker saw it.
@@ -96,17 +97,22 @@ struct GPUScheduler::Impl final : SchedulingContext {
   std::uint64_t next_sequence = 0;
   std::uint32_t cursor = 0;
   bool shutting_down = false;
+  bool wake_timer_ = false;  // the timer must recompute its wake-up time
 
   // ---- workers (their own lock, never taken before `mutex`) ----
   struct Worker {
     std::deque<std::shared_ptr<Task>> queue;
     std::condition_variable cv;
-    bool idle = false;
+    bool idle = false;  // asleep on cv (and not yet claimed by a dispatch)
     std::thread thread;
   };
   std::mutex worker_mutex;
   std::vector<std::unique_ptr<Worker>> workers;
   bool workers_stop = false;
+  // Workers awake and looking for work (not running a task). While one is
+  // searching, dispatch wakes nobody: the searcher takes the task. This keeps
+  // short tasks from paying a thread wake-up each.
+  std::atomic<int> searching{0};
   std::thread timer;
 
   Impl(std::shared_ptr<runtime::Node> n, std::uint32_t gpus, std::uint32_t max_slices, std::string_view policy_name,
@@ -147,7 +153,10 @@ struct GPUScheduler::Impl final : SchedulingContext {
     t.stop_reason = StopReason::none;
     t.attempts.push_back(TaskAttempt{static_cast<std::uint32_t>(t.attempts.size() + 1), gpus.front(), SystemClock::now(),
                                      {}, "running"});
-    if (t.argv.empty() && t.requirements.timeout) t.deadline = Clock::now() + *t.requirements.timeout;
+    if (t.argv.empty() && t.requirements.timeout) {
+      t.deadline = Clock::now() + *t.requirements.timeout;
+      wake_timer_ = true;
+    }
     dispatch(it->second);
     return true;
   }
@@ -174,6 +183,7 @@ struct GPUScheduler::Impl final : SchedulingContext {
     std::lock_guard lock(worker_mutex);
     const std::size_t home = task->gpus.front() % workers.size();
     workers[home]->queue.push_back(task);
+    if (searching.load(std::memory_order_acquire) > 0) return;  // a searcher will take it
     // A woken worker is marked busy at once, so the next dispatch wakes another.
     if (workers[home]->idle) {
       workers[home]->idle = false;
@@ -189,27 +199,57 @@ struct GPUScheduler::Impl final : SchedulingContext {
     }
   }
 
-  std::shared_ptr<Task> next_task(std::size_t self) {
-    std::unique_lock lock(worker_mutex);
-    while (true) {
-      Worker& me = *workers[self];
-      if (!me.queue.empty()) {
-        auto t = std::move(me.queue.front());
-        me.queue.pop_front();
+  // Takes a task from this worker's queue, else steals from the back of another's.
+  std::shared_ptr<Task> take_locked(std::size_t self) {
+    Worker& me = *workers[self];
+    if (!me.queue.empty()) {
+      auto t = std::move(me.queue.front());
+      me.queue.pop_front();
+      return t;
+    }
+    for (std::size_t k = 1; k < workers.size(); ++k) {
+      Worker& victim = *workers[(self + k) % workers.size()];
+      if (!victim.queue.empty()) {
+        auto t = std::move(victim.queue.back());
+        victim.queue.pop_back();
         return t;
       }
-      for (std::size_t k = 1; k < workers.size(); ++k) {  // steal from the back of another worker's queue
-        Worker& victim = *workers[(self + k) % workers.size()];
-        if (!victim.queue.empty()) {
-          auto t = std::move(victim.queue.back());
-          victim.queue.pop_back();
-          return t;
-        }
+    }
+    return nullptr;
+  }
+
+  std::shared_ptr<Task> next_task(std::size_t self) {
+    searching.fetch_add(1, std::memory_order_acq_rel);
+    // Spin a little before sleeping: under a stream of short tasks the next one
+    // usually arrives within microseconds.
+    const auto spin_until = Clock::now() + std::chrono::microseconds(50);
+    std::unique_lock lock(worker_mutex);
+    while (true) {
+      if (auto t = take_locked(self)) {
+        searching.fetch_sub(1, std::memory_order_acq_rel);
+        return t;
       }
-      if (workers_stop) return nullptr;
+      if (workers_stop) {
+        searching.fetch_sub(1, std::memory_order_acq_rel);
+        return nullptr;
+      }
+      if (Clock::now() < spin_until) {
+        lock.unlock();
+        std::this_thread::yield();
+        lock.lock();
+        continue;
+      }
+      Worker& me = *workers[self];
+      searching.fetch_sub(1, std::memory_order_acq_rel);
       me.idle = true;
-      me.cv.wait(lock);
+      // Re-check after leaving the searchers: a dispatch that saw us searching did not wake anyone.
+      if (auto t = take_locked(self)) {
+        me.idle = false;
+        return t;
+      }
+      me.cv.wait(lock, [&] { return !me.idle || workers_stop; });
       me.idle = false;
+      searching.fetch_add(1, std::memory_order_acq_rel);
     }
   }
 
@@ -318,9 +358,14 @@ struct GPUScheduler::Impl final : SchedulingContext {
       retry_or_fail(t, out);
     }
     policy->schedule(*this);
+    // Wake only who cares: waiters on this task (or shutdown), and the timer
+    // when a retry now waits for its backoff or a new attempt has a deadline.
+    const bool wake_waiters = t.waiters > 0 || shutting_down;
+    const bool wake_timer = wake_timer_;
+    wake_timer_ = false;
     lock.unlock();
-    done_cv.notify_all();
-    timer_cv.notify_one();
+    if (wake_waiters) done_cv.notify_all();
+    if (wake_timer) timer_cv.notify_one();
   }
 
   void retry_or_fail(Task& t, const Outcome& out) {
@@ -345,6 +390,7 @@ struct GPUScheduler::Impl final : SchedulingContext {
                           t.failures, t.requirements.max_retries, backoff));
     t.state = TaskState::queued;
     policy->enqueue(t.queued);
+    wake_timer_ = true;
   }
 
   static void conclude(Task& t, TaskState state, std::exception_ptr error, std::string text) {
@@ -378,6 +424,7 @@ struct GPUScheduler::Impl final : SchedulingContext {
         }
       }
       policy->schedule(*this);
+      wake_timer_ = false;  // the loop recomputes its wake-up time anyway
     }
   }
 
@@ -443,6 +490,10 @@ struct GPUScheduler::Impl final : SchedulingContext {
     tasks.emplace(id, std::move(t));
     policy->enqueue(q);
     policy->schedule(*this);
+    const bool wake_timer = wake_timer_;
+    wake_timer_ = false;
+    lock.unlock();
+    if (wake_timer) timer_cv.notify_one();
     return id;
   }
 
@@ -546,7 +597,9 @@ std::any GPUScheduler::wait_for_task(TaskId id) {
   Impl& m = *impl_;
   std::unique_lock lock(m.mutex);
   Task& t = m.find(id);
+  ++t.waiters;
   m.done_cv.wait(lock, [&] { return is_terminal(t.state); });
+  --t.waiters;
   if (t.state == TaskState::succeeded) return t.result;
   std::rethrow_exception(t.error);
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <fmt/format.h>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace apt::vgpu::scheduler {
 
@@ -40,6 +41,28 @@ class SequenceQueue {
  private:
   std::map<std::uint64_t, QueuedTask> tasks_;
   std::unordered_map<TaskId, std::uint64_t> index_;
+};
+
+// Within one scheduling pass resources only shrink, so once a demand failed to
+// place, any demand at least as large in every dimension fails too. Remembering
+// failures lets a pass skip hopeless placement scans.
+class FailedDemands {
+ public:
+  [[nodiscard]] bool hopeless(const QueuedTask& t) const {
+    if (t.preferred_gpu >= 0) return false;
+    for (const Demand& f : failed_) {
+      if (f.compute_milli <= t.demand.compute_milli && f.memory <= t.demand.memory && f.gpu_count <= t.demand.gpu_count) {
+        return true;
+      }
+    }
+    return false;
+  }
+  void add(const QueuedTask& t) {
+    if (t.preferred_gpu < 0) failed_.push_back(t.demand);
+  }
+
+ private:
+  std::vector<Demand> failed_;
 };
 
 std::vector<QueuedTask> values(const std::map<std::uint64_t, QueuedTask>& m) {
@@ -223,14 +246,15 @@ class FairPolicy final : public QueuePolicy {
   void schedule(SchedulingContext& ctx) override {
     total_compute_ = static_cast<double>(ctx.cluster().total_compute_milli());
     total_memory_ = static_cast<double>(ctx.cluster().total_memory());
-    std::vector<std::string> blocked;
+    std::unordered_set<std::string> blocked;
+    FailedDemands failed;
     while (true) {
       Group* best = nullptr;
       const std::string* best_name = nullptr;
       double best_share = 0;
       double best_service = 0;
       for (auto& [name, g] : groups_) {
-        if (g.queue.empty() || std::find(blocked.begin(), blocked.end(), name) != blocked.end()) continue;
+        if (g.queue.empty() || blocked.count(name) != 0) continue;
         const double share = dominant(g.compute, g.memory, name);
         const double service = g.service / weight(name);
         constexpr double kTie = 1e-12;
@@ -245,8 +269,9 @@ class FairPolicy final : public QueuePolicy {
       // The group's first eligible task (tasks backing off are skipped).
       auto& tasks = best->queue.tasks();
       auto it = std::find_if(tasks.begin(), tasks.end(), [&](const auto& kv) { return kv.second.not_before <= ctx.now(); });
-      if (it == tasks.end() || !ctx.try_start(it->second, options_.placement)) {
-        blocked.push_back(*best_name);
+      if (it == tasks.end() || failed.hopeless(it->second) || !ctx.try_start(it->second, options_.placement)) {
+        if (it != tasks.end()) failed.add(it->second);
+        blocked.insert(*best_name);
         continue;
       }
       const QueuedTask& t = it->second;
@@ -337,15 +362,22 @@ class AdaptivePolicy final : public QueuePolicy {
     const QueuedTask& head = it->second;
     const double shadow = reservation_time(ctx, head);
     std::uint32_t looked = 0;
+    FailedDemands failed;
+    failed.add(head);
     for (auto next = std::next(it); next != tasks.end() && looked < options_.backfill_window;) {
       ++looked;
       const QueuedTask& t = next->second;
       const bool ends_in_time = t.expected_duration && ctx.now() + *t.expected_duration <= shadow;
-      if (t.not_before <= ctx.now() && ends_in_time && ctx.try_start(t, PlacementStrategy::best_fit)) {
+      if (t.not_before > ctx.now() || !ends_in_time || failed.hopeless(t)) {
+        ++next;
+        continue;
+      }
+      if (ctx.try_start(t, PlacementStrategy::best_fit)) {
         const TaskId id = t.id;
         ++next;
         queue_.erase(id);
       } else {
+        failed.add(t);
         ++next;
       }
     }

@@ -154,9 +154,10 @@ TEST(Simulator, RejectsJobsThatCanNeverFitAndReportsFragmentation) {
 }
 
 TEST(Simulator, ReplaysTheAlibabaSliceOnAThousandGpus) {
-  const std::string path = std::string(VGPU_SOURCE_DIR) + "/../shared/data/alibaba-pai-2023/openb_pod_list_default.csv";
+  const std::filesystem::path path = std::filesystem::path(VGPU_SOURCE_DIR).parent_path() / "shared" / "data" /
+                                     "alibaba-pai-2023" / "openb_pod_list_default.csv";
   if (!std::filesystem::exists(path)) GTEST_SKIP() << "public traces not present at " << path;
-  const TraceLoadResult trace = load_trace_jobs(path, k80GB);
+  const TraceLoadResult trace = load_trace_jobs(path.string(), k80GB);
   EXPECT_GT(trace.jobs.size(), 6000U);
   SimulationOptions o;  // 125 x 8
   o.arrival_scale = 0.001;

@@ -53,5 +53,7 @@ std::unique_ptr<Command> make_run_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_demo_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_memory_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_simulate_command(const GlobalOptions& globals);
+std::unique_ptr<Command> make_submit_command(const GlobalOptions& globals);
+std::unique_ptr<Command> make_queue_command(const GlobalOptions& globals);
 
 }  // namespace apt::vgpu::cli

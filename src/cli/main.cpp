@@ -70,6 +70,8 @@ int main(int argc, char** argv) {
   commands.push_back(cli::make_demo_command(globals));
   commands.push_back(cli::make_memory_command(globals));
   commands.push_back(cli::make_simulate_command(globals));
+  commands.push_back(cli::make_submit_command(globals));
+  commands.push_back(cli::make_queue_command(globals));
   for (auto& command : commands) command->attach(app);
 
   try {

@@ -109,10 +109,11 @@ struct GPUScheduler::Impl final : SchedulingContext {
   std::mutex worker_mutex;
   std::vector<std::unique_ptr<Worker>> workers;
   bool workers_stop = false;
-  // Workers awake and looking for work (not running a task). While one is
-  // searching, dispatch wakes nobody: the searcher takes the task. This keeps
-  // short tasks from paying a thread wake-up each.
+  // Workers awake and looking for work (not running a task). While there are
+  // at least as many searchers as queued tasks, dispatch wakes nobody: each
+  // searcher takes one. This keeps short tasks from paying a wake-up each.
   std::atomic<int> searching{0};
+  int pending = 0;  // tasks in worker queues; guarded by worker_mutex
   std::thread timer;
 
   Impl(std::shared_ptr<runtime::Node> n, std::uint32_t gpus, std::uint32_t max_slices, std::string_view policy_name,
@@ -183,7 +184,9 @@ struct GPUScheduler::Impl final : SchedulingContext {
     std::lock_guard lock(worker_mutex);
     const std::size_t home = task->gpus.front() % workers.size();
     workers[home]->queue.push_back(task);
-    if (searching.load(std::memory_order_acquire) > 0) return;  // a searcher will take it
+    ++pending;
+    // Each searcher takes one task: wake a sleeper only when queued tasks outnumber them.
+    if (pending <= searching.load(std::memory_order_acquire)) return;
     // A woken worker is marked busy at once, so the next dispatch wakes another.
     if (workers[home]->idle) {
       workers[home]->idle = false;
@@ -205,6 +208,7 @@ struct GPUScheduler::Impl final : SchedulingContext {
     if (!me.queue.empty()) {
       auto t = std::move(me.queue.front());
       me.queue.pop_front();
+      --pending;
       return t;
     }
     for (std::size_t k = 1; k < workers.size(); ++k) {
@@ -212,6 +216,7 @@ struct GPUScheduler::Impl final : SchedulingContext {
       if (!victim.queue.empty()) {
         auto t = std::move(victim.queue.back());
         victim.queue.pop_back();
+        --pending;
         return t;
       }
     }

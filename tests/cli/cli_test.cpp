@@ -236,5 +236,75 @@ TEST(Cli, MemoryReplayReadsRmmCsvAndRejectsBadTraces) {
   std::filesystem::remove(csv);
 }
 
+TEST(Cli, SimulateComparesPoliciesAndTheWholeGpuBaseline) {
+  const auto csv = std::filesystem::temp_directory_path() / ("vgpu-cli-jobs-" + std::to_string(::getpid()) + ".csv");
+  std::ofstream(csv) << "submit,duration,gpus,gpu_share,memory,priority,group\n"
+                        "0,100,1,0.25,,0,a\n0,100,1,0.25,,0,b\n0,100,1,0.25,,0,a\n0,100,1,0.25,,0,b\n";
+  auto r = vgpu("simulate --trace " + csv.string() + " --nodes 1 --gpus-per-node 1 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["format"], "csv");
+  ASSERT_EQ(j["runs"].size(), 8U) << "4 policies, shared and whole-GPU";
+  for (const auto& run : j["runs"]) {
+    EXPECT_EQ(run["completed"], 4);
+    if (run["whole_gpu"].get<bool>()) {
+      EXPECT_DOUBLE_EQ(run["avg_queueing_delay"].get<double>(), 150.0);
+    } else {
+      EXPECT_DOUBLE_EQ(run["avg_queueing_delay"].get<double>(), 0.0);
+    }
+  }
+  r = vgpu("simulate --trace " + csv.string() + " --nodes 1 --gpus-per-node 1 --policy fair");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  for (const char* word : {"POLICY", "AVG JCT", "P99 WAIT", "JAIN", "whole GPU", "Sharing vs whole GPU"}) {
+    EXPECT_NE(r.out.find(word), std::string::npos) << word << "\n" << r.out;
+  }
+  r = vgpu("simulate --trace " + csv.string() + " --policy lottery");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("'lottery' is not a policy"), std::string::npos) << r.err;
+  std::filesystem::remove(csv);
+}
+
+TEST(Cli, SubmitRunsProcessTasksAndReports) {
+  auto r = vgpu("submit --backend sim --count 3 --memory 8GB --compute 0.5 -- sh -c 'echo task {i}; exit 0'");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("3 tasks in"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("3 succeeded, 0 failed"), std::string::npos) << r.out;
+  r = vgpu("submit --backend sim --count 2 -- sh -c 'exit {i}'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("exit 1"), std::string::npos) << r.out;
+  r = vgpu("submit --backend sim --file " + std::string(VGPU_SOURCE_DIR) + "/examples/sweep.yaml --policy fair");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("sweep-lr5"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("policy fair"), std::string::npos) << r.out;
+  r = vgpu("submit --backend sim --timeout 200ms -- sleep 5");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("timed out"), std::string::npos) << r.out;
+}
+
+TEST(Cli, SubmitRejectsBadTaskFiles) {
+  const auto bad = std::filesystem::temp_directory_path() / ("vgpu-cli-tasks-" + std::to_string(::getpid()) + ".yaml");
+  std::ofstream(bad) << "tasks:\n  - command: [true]\n    memroy: 8GB\n";
+  auto r = vgpu("submit --backend sim --file " + bad.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(":3:5: tasks[].memroy: unknown key; did you mean 'memory'?"), std::string::npos) << r.err;
+  std::ofstream(bad) << "tasks:\n  - command: [true]\n    memory: 900GB\n";
+  r = vgpu("submit --backend sim --file " + bad.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("can never fit"), std::string::npos) << r.err;
+  r = vgpu("submit --backend sim");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("nothing to run"), std::string::npos) << r.err;
+  r = vgpu("submit --backend sim --timeout soon -- true");
+  EXPECT_EQ(r.exit_code, 2);
+  std::filesystem::remove(bad);
+}
+
+TEST(Cli, QueueShowsTheLiveQueueAndPlacements) {
+  const auto r = vgpu("queue --backend sim --max-vgpus 1 --count 2 -- sleep 0.6");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("1 running, 1 queued, 1/1 slices"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("MEMORY USED"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace apt::vgpu

@@ -1,0 +1,288 @@
+#include "command.hpp"
+#include "output.hpp"
+
+#include <apt/vgpu/common/error.hpp>
+#include <apt/vgpu/common/size.hpp>
+#include <apt/vgpu/common/suggest.hpp>
+#include <apt/vgpu/scheduler/gpu_scheduler.hpp>
+
+#include <fmt/format.h>
+#include <iostream>
+#include <thread>
+#include <yaml-cpp/yaml.h>
+
+namespace apt::vgpu::cli {
+namespace {
+
+using namespace std::chrono_literals;
+
+// "90", "90s", "5m", "2h", "1.5h" -> milliseconds.
+std::chrono::milliseconds parse_duration(const std::string& text, const std::string& what) {
+  std::size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string unit = used == 0 ? "?" : text.substr(used);
+  double scale = 0;
+  if (unit.empty() || unit == "s") scale = 1;
+  else if (unit == "ms") scale = 0.001;
+  else if (unit == "m") scale = 60;
+  else if (unit == "h") scale = 3600;
+  if (used == 0 || scale == 0 || !(value > 0)) {
+    throw InvalidArgument(fmt::format("{}: '{}' is not a duration; write e.g. 90s, 5m or 2h", what, text));
+  }
+  return std::chrono::milliseconds(static_cast<long long>(value * scale * 1000));
+}
+
+struct TaskSpec {
+  std::string name;
+  std::vector<std::string> argv;
+  scheduler::GpuRequirements requirements;
+  bool isolation_set = false;  // else the profile's isolation applies
+};
+
+std::string substitute(std::string text, int index) {
+  for (std::size_t pos = text.find("{i}"); pos != std::string::npos; pos = text.find("{i}", pos)) {
+    text.replace(pos, 3, std::to_string(index));
+  }
+  return text;
+}
+
+const std::vector<std::string> kTaskKeys{"name",   "command",     "memory",  "compute", "priority",
+                                         "user",   "group",       "max_retries", "timeout", "count",
+                                         "gpu",    "fallback_gpu", "isolation"};
+
+std::vector<TaskSpec> read_task_file(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    throw InvalidArgument(fmt::format("{}: cannot read the task file", path));
+  } catch (const YAML::Exception& e) {
+    throw InvalidArgument(fmt::format("{}:{}:{}: not valid YAML: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
+  }
+  const YAML::Node list = root["tasks"];
+  if (!list || !list.IsSequence()) throw InvalidArgument(fmt::format("{}: expected a top-level 'tasks:' list", path));
+  std::vector<TaskSpec> out;
+  for (const YAML::Node& node : list) {
+    const auto where = [&](const YAML::Node& n, const std::string& key) {
+      return fmt::format("{}:{}:{}: tasks[].{}", path, n.Mark().line + 1, n.Mark().column + 1, key);
+    };
+    if (!node.IsMap()) throw InvalidArgument(fmt::format("{}: each task is a mapping of keys", where(node, "")));
+    for (const auto& kv : node) {
+      const std::string key = kv.first.Scalar();
+      if (std::find(kTaskKeys.begin(), kTaskKeys.end(), key) != kTaskKeys.end()) continue;
+      const auto guess = nearest(key, kTaskKeys);
+      throw InvalidArgument(fmt::format("{}: unknown key{}", where(kv.first, key),
+                                        guess ? fmt::format("; did you mean '{}'?", *guess) : "; valid keys: " + join(kTaskKeys)));
+    }
+    TaskSpec base;
+    const YAML::Node command = node["command"];
+    if (!command) throw InvalidArgument(fmt::format("{}: missing; give a list like [python3, train.py] or a shell string", where(node, "command")));
+    if (command.IsScalar()) {
+      base.argv = {"/bin/sh", "-c", command.Scalar()};
+    } else if (command.IsSequence() && command.size() > 0) {
+      for (const auto& a : command) base.argv.push_back(a.Scalar());
+    } else {
+      throw InvalidArgument(fmt::format("{}: expected a list of arguments or a shell string", where(command, "command")));
+    }
+    auto& r = base.requirements;
+    try {
+      if (node["name"]) base.name = node["name"].Scalar();
+      if (node["memory"]) r.memory = parse_size(node["memory"].Scalar(), where(node["memory"], "memory"));
+      if (node["compute"]) r.compute = node["compute"].as<double>();
+      if (node["priority"]) r.priority = node["priority"].as<int>();
+      if (node["user"]) r.user = node["user"].Scalar();
+      if (node["group"]) r.group = node["group"].Scalar();
+      if (node["max_retries"]) r.max_retries = node["max_retries"].as<std::uint32_t>();
+      if (node["timeout"]) r.timeout = parse_duration(node["timeout"].Scalar(), where(node["timeout"], "timeout"));
+      if (node["gpu"]) r.gpu = node["gpu"].as<std::uint32_t>();
+      if (node["fallback_gpu"]) r.fallback_gpu = node["fallback_gpu"].as<std::uint32_t>();
+      if (node["isolation"]) {
+        r.isolation = config::parse_isolation(node["isolation"].Scalar());
+        base.isolation_set = true;
+      }
+    } catch (const YAML::BadConversion& e) {
+      throw InvalidArgument(fmt::format("{}:{}:{}: wrong type: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
+    }
+    const int count = node["count"] ? node["count"].as<int>() : 1;
+    if (count < 1 || count > 100000) throw InvalidArgument(fmt::format("{}: {} is out of range; use 1..100000", where(node["count"], "count"), count));
+    for (int i = 0; i < count; ++i) {
+      TaskSpec spec = base;
+      for (auto& a : spec.argv) a = substitute(a, i);
+      spec.name = base.name.empty() ? "" : (count > 1 ? substitute(base.name.find("{i}") == std::string::npos ? base.name + "-{i}" : base.name, i) : base.name);
+      spec.requirements.name = spec.name;
+      out.push_back(std::move(spec));
+    }
+  }
+  return out;
+}
+
+std::string seconds_text(double s) { return s < 0 ? "-" : s < 100 ? fmt::format("{:.2f}s", s) : fmt::format("{:.0f}s", s); }
+
+std::string queue_table(const scheduler::SchedulerSnapshot& s) {
+  Table table({"TASK", "STATE", "GPU", "MEMORY", "COMPUTE", "PRIO", "USER", "ATTEMPTS"});
+  auto add = [&table](const scheduler::TaskStatus& t) {
+    table.add({t.name, std::string(scheduler::to_string(t.state)), t.gpu ? std::to_string(*t.gpu) : "-",
+               t.requirements.memory ? format_size(t.requirements.memory) : "-",
+               t.requirements.compute ? fmt::format("{:.2f}", *t.requirements.compute) : "-",
+               std::to_string(t.requirements.priority), t.requirements.share_key().empty() ? "-" : t.requirements.share_key(),
+               std::to_string(t.attempts.size())});
+  };
+  for (const auto& t : s.running) add(t);
+  for (const auto& t : s.queued) add(t);
+  Table gpus({"GPU", "SLICES", "MEMORY USED", "COMPUTE USED"});
+  for (std::size_t g = 0; g < s.gpus.size(); ++g) {
+    gpus.add({std::to_string(g), std::to_string(s.gpus[g].slices),
+              fmt::format("{} / {}", format_size(s.gpus[g].memory_used), format_size(s.gpus[g].memory_capacity)),
+              fmt::format("{:.2f}", s.gpus[g].compute_used / 1000.0)});
+  }
+  return fmt::format("policy {}: {} running, {} queued, {}/{} slices\n{}\n{}", s.policy, s.running.size(),
+                     s.queued.size(), s.slices_in_use, s.max_slices, table.render(), gpus.render());
+}
+
+class SubmitCommand final : public Command {
+ public:
+  SubmitCommand(const GlobalOptions& globals, bool queue_view) : globals_(globals), queue_view_(queue_view) {}
+
+  void attach(CLI::App& parent) override {
+    if (queue_view_) {
+      app_ = parent.add_subcommand("queue",
+                                   "Like submit, but shows the live queue and placements (refreshed) until all tasks end");
+    } else {
+      app_ = parent.add_subcommand(
+          "submit", "Run process tasks through the scheduler in this invocation: a YAML task file and/or one "
+                    "command after -- (repeated with --count, '{i}' replaced by the index); prints a report; exit "
+                    "code 0 when every task succeeded, 1 otherwise");
+      app_->add_option("--watch", watch_seconds_, "Also print the queue and placements every SECONDS")
+          ->check(CLI::Range(0.05, 3600.0));
+    }
+    app_->add_option("--file", file_, "Task file (YAML: tasks: [{command, memory, compute, priority, user, ...}])")
+        ->check(CLI::ExistingFile);
+    app_->add_option("--policy", policy_, "fifo | priority | fair | adaptive (default: the profile's)");
+    app_->add_option("--placement", placement_, "best_fit | spread | round_robin (default: the profile's)");
+    app_->add_flag("--preemption,!--no-preemption", preemption_, "Let higher-priority tasks preempt (default: the profile's)");
+    app_->add_option("--max-vgpus", max_vgpus_, "Slices at once (default: the profile's max_virtual_gpus)")
+        ->check(CLI::Range(1, 4096));
+    app_->add_option("--memory", memory_, "Memory per task for the -- command, e.g. 8GB");
+    app_->add_option("--compute", compute_, "Compute share per task for the -- command")->check(CLI::Range(0.0, 1.0));
+    app_->add_option("--priority", priority_, "Priority of the -- command's tasks");
+    app_->add_option("--user", user_, "Fair-share user of the -- command's tasks");
+    app_->add_option("--retries", retries_, "Retries after a failure");
+    app_->add_option("--timeout", timeout_, "Stop a task after this long, e.g. 90s, 5m");
+    app_->add_option("--count", count_, "Run the -- command this many times")->check(CLI::Range(1, 100000));
+    app_->add_option("command", command_, "The command after --");
+  }
+
+  int run() override {
+    std::vector<TaskSpec> specs;
+    if (!file_.empty()) specs = read_task_file(file_);
+    if (!command_.empty()) {
+      TaskSpec base;
+      base.argv = command_;
+      auto& r = base.requirements;
+      if (!memory_.empty()) r.memory = parse_size(memory_, "--memory");
+      if (compute_) r.compute = *compute_;
+      r.priority = priority_;
+      r.user = user_;
+      r.max_retries = retries_;
+      if (!timeout_.empty()) r.timeout = parse_duration(timeout_, "--timeout");
+      for (int i = 0; i < count_; ++i) {
+        TaskSpec s = base;
+        for (auto& a : s.argv) a = substitute(a, i);
+        specs.push_back(std::move(s));
+      }
+    }
+    if (specs.empty()) throw InvalidArgument("submit: nothing to run; give --file TASKS.yaml or a command after --");
+
+    auto config = globals_.load_config();
+    if (!policy_.empty()) config.vgpu.scheduling = policy_;
+    if (!placement_.empty()) config.vgpu.scheduler.placement = placement_;
+    if (preemption_) config.vgpu.runtime.preemption = *preemption_;
+    if (max_vgpus_) config.vgpu.max_virtual_gpus = *max_vgpus_;
+    auto scheduler = scheduler::GPUScheduler::from_config(config.vgpu, globals_.open_node(config));
+    const auto started = std::chrono::steady_clock::now();
+    std::vector<scheduler::TaskId> ids;
+    for (TaskSpec& spec : specs) {
+      if (!spec.isolation_set) spec.requirements.isolation = config.vgpu.isolation;
+      ids.push_back(scheduler->submit_command(spec.argv, spec.requirements));
+    }
+
+    const double interval = queue_view_ ? 0.5 : watch_seconds_;
+    auto all_done = [&] {
+      for (auto id : ids) {
+        if (!scheduler::is_terminal(scheduler->status(id).state)) return false;
+      }
+      return true;
+    };
+    while (interval > 0 && !all_done()) {
+      if (queue_view_) std::cout << "\x1b[H\x1b[2J";  // redraw in place
+      std::cout << queue_table(scheduler->snapshot()) << std::flush;
+      std::this_thread::sleep_for(std::chrono::duration<double>(interval));
+    }
+    int failures = 0;
+    Table report({"TASK", "STATE", "GPU", "ATTEMPTS", "WAIT", "RUN", "RESULT"});
+    std::string details;
+    for (auto id : ids) {
+      std::string result = "exit 0";
+      try {
+        (void)scheduler->wait_for_task(id);
+      } catch (const scheduler::TaskError& e) {
+        ++failures;
+        result = e.reason() == scheduler::TaskError::Reason::command_failed ? fmt::format("exit {}", e.exit_code())
+                 : e.reason() == scheduler::TaskError::Reason::timed_out    ? "timed out"
+                 : e.reason() == scheduler::TaskError::Reason::cancelled    ? "cancelled"
+                                                                            : "could not start";
+        details += fmt::format("{}\n", e.what());
+      }
+      const scheduler::TaskStatus s = scheduler->status(id);
+      const double wait = s.attempts.empty() ? -1
+                                             : std::chrono::duration<double>(s.attempts.front().start - s.submitted).count();
+      const double run = s.attempts.empty()
+                             ? -1
+                             : std::chrono::duration<double>(s.attempts.back().end - s.attempts.back().start).count();
+      report.add({s.name, std::string(scheduler::to_string(s.state)),
+                  s.attempts.empty() ? "-" : std::to_string(s.attempts.back().gpu), std::to_string(s.attempts.size()),
+                  seconds_text(wait), seconds_text(run), result});
+    }
+    const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::cout << report.render()
+              << fmt::format("{} task{} in {:.2f}s: {} succeeded, {} failed (policy {}, {} GPUs)\n", ids.size(),
+                             ids.size() == 1 ? "" : "s", total, ids.size() - static_cast<std::size_t>(failures),
+                             failures, config.vgpu.scheduling, scheduler->num_physical_gpus());
+    if (!details.empty()) std::cerr << details;
+    return failures == 0 ? 0 : 1;
+  }
+
+ private:
+  const GlobalOptions& globals_;
+  bool queue_view_;
+  double watch_seconds_ = 0;
+  std::string file_;
+  std::string policy_;
+  std::string placement_;
+  std::optional<bool> preemption_;
+  std::optional<std::uint32_t> max_vgpus_;
+  std::string memory_;
+  std::optional<double> compute_;
+  int priority_ = 0;
+  std::string user_;
+  std::uint32_t retries_ = 0;
+  std::string timeout_;
+  int count_ = 1;
+  std::vector<std::string> command_;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_submit_command(const GlobalOptions& globals) {
+  return std::make_unique<SubmitCommand>(globals, false);
+}
+std::unique_ptr<Command> make_queue_command(const GlobalOptions& globals) {
+  return std::make_unique<SubmitCommand>(globals, true);
+}
+
+}  // namespace apt::vgpu::cli

@@ -109,11 +109,16 @@ struct GPUScheduler::Impl final : SchedulingContext {
   std::mutex worker_mutex;
   std::vector<std::unique_ptr<Worker>> workers;
   bool workers_stop = false;
-  // Workers awake and looking for work (not running a task). While there are
-  // at least as many searchers as queued tasks, dispatch wakes nobody: each
-  // searcher takes one. This keeps short tasks from paying a wake-up each.
+  // Workers awake and looking for work (not running a task). While one is
+  // searching, dispatch wakes nobody: searchers take the tasks, and a worker
+  // that finishes a short task searches again at once. This keeps short tasks
+  // from paying a thread wake-up each.
   std::atomic<int> searching{0};
-  int pending = 0;  // tasks in worker queues; guarded by worker_mutex
+  int pending = 0;                 // tasks in worker queues; guarded by worker_mutex
+  Clock::time_point last_take{};   // guarded by worker_mutex
+  std::condition_variable watchdog_cv;
+  bool watchdog_sleeping = false;  // guarded by worker_mutex
+  std::thread watchdog;
   std::thread timer;
 
   Impl(std::shared_ptr<runtime::Node> n, std::uint32_t gpus, std::uint32_t max_slices, std::string_view policy_name,
@@ -127,6 +132,7 @@ struct GPUScheduler::Impl final : SchedulingContext {
     for (std::uint32_t w = 0; w < std::max<std::uint32_t>(count, 1); ++w) workers.push_back(std::make_unique<Worker>());
     for (std::uint32_t w = 0; w < workers.size(); ++w) workers[w]->thread = std::thread([this, w] { work(w); });
     timer = std::thread([this] { tick(); });
+    watchdog = std::thread([this] { watch(); });
   }
 
   static std::vector<std::uint64_t> gpu_memory(runtime::Node& node, std::uint32_t gpus) {
@@ -185,8 +191,15 @@ struct GPUScheduler::Impl final : SchedulingContext {
     const std::size_t home = task->gpus.front() % workers.size();
     workers[home]->queue.push_back(task);
     ++pending;
-    // Each searcher takes one task: wake a sleeper only when queued tasks outnumber them.
-    if (pending <= searching.load(std::memory_order_acquire)) return;
+    if (searching.load(std::memory_order_acquire) > 0) {
+      // A searcher will take it. Should the searchers all get stuck in long
+      // tasks, the watchdog wakes a sleeper for whatever is left.
+      if (watchdog_sleeping) {
+        watchdog_sleeping = false;
+        watchdog_cv.notify_one();
+      }
+      return;
+    }
     // A woken worker is marked busy at once, so the next dispatch wakes another.
     if (workers[home]->idle) {
       workers[home]->idle = false;
@@ -209,6 +222,7 @@ struct GPUScheduler::Impl final : SchedulingContext {
       auto t = std::move(me.queue.front());
       me.queue.pop_front();
       --pending;
+      last_take = Clock::now();
       return t;
     }
     for (std::size_t k = 1; k < workers.size(); ++k) {
@@ -217,6 +231,7 @@ struct GPUScheduler::Impl final : SchedulingContext {
         auto t = std::move(victim.queue.back());
         victim.queue.pop_back();
         --pending;
+        last_take = Clock::now();
         return t;
       }
     }
@@ -260,6 +275,35 @@ struct GPUScheduler::Impl final : SchedulingContext {
 
   void work(std::size_t self) {
     while (auto task = next_task(self)) finish(*task, execute(*task));
+  }
+
+  // Wakes a sleeping worker when queued tasks have not been taken for a while
+  // (every awake worker is busy with a long task). Polls only while there is
+  // work about; sleeps otherwise.
+  void watch() {
+    constexpr auto kStall = std::chrono::microseconds(200);
+    constexpr auto kQuiet = std::chrono::milliseconds(10);
+    std::unique_lock lock(worker_mutex);
+    auto quiet_since = Clock::now();
+    while (!workers_stop) {
+      if (pending == 0 && Clock::now() - quiet_since > kQuiet) {
+        watchdog_sleeping = true;
+        watchdog_cv.wait(lock, [&] { return !watchdog_sleeping || workers_stop; });
+        quiet_since = Clock::now();
+        continue;
+      }
+      watchdog_cv.wait_for(lock, kStall);
+      if (pending == 0) continue;
+      quiet_since = Clock::now();
+      if (Clock::now() - last_take < kStall) continue;
+      for (auto& w : workers) {
+        if (w->idle) {
+          w->idle = false;
+          w->cv.notify_one();
+          break;
+        }
+      }
+    }
   }
 
   Outcome execute(Task& t) {
@@ -528,8 +572,10 @@ struct GPUScheduler::Impl final : SchedulingContext {
       std::lock_guard lock(worker_mutex);
       workers_stop = true;
       for (auto& w : workers) w->cv.notify_all();
+      watchdog_cv.notify_all();
     }
     for (auto& w : workers) w->thread.join();
+    watchdog.join();
     timer.join();
   }
 };

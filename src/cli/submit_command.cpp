@@ -270,7 +270,7 @@ class SubmitCommand final : public Command {
   std::optional<double> compute_;
   int priority_ = 0;
   std::string user_;
-  std::uint32_t retries_ = 0;
+  std::optional<std::uint32_t> retries_;
   std::string timeout_;
   int count_ = 1;
   std::vector<std::string> command_;

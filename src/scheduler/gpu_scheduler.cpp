@@ -422,7 +422,8 @@ struct GPUScheduler::Impl final : SchedulingContext {
     const std::uint32_t gpu = t.attempts.back().gpu;
     const device::GpuHealth health = node->backend().health(gpu);
     capacity.set_healthy(gpu, health.usable());
-    if (!t.requirements.auto_recover || t.failures > t.requirements.max_retries) {
+    const std::uint32_t max_retries = t.requirements.max_retries.value_or(options.default_max_retries);
+    if (!t.requirements.auto_recover || t.failures > max_retries) {
       conclude(t, TaskState::failed, out.error, out.text);
       return;
     }
@@ -436,7 +437,7 @@ struct GPUScheduler::Impl final : SchedulingContext {
       if (t.requirements.fallback_gpu) t.queued.preferred_gpu = *t.requirements.fallback_gpu;
     }
     log::info(fmt::format("{}: attempt {} failed ({}); retry {} of {} in {:.2f}s", t.name, t.attempts.size(), out.text,
-                          t.failures, t.requirements.max_retries, backoff));
+                          t.failures, max_retries, backoff));
     t.state = TaskState::queued;
     policy->enqueue(t.queued);
     wake_timer_ = true;
@@ -620,6 +621,7 @@ std::unique_ptr<GPUScheduler> GPUScheduler::from_config(const config::VgpuConfig
   o.preemption = config.runtime.preemption;
   o.weights = config.scheduler.weights;
   o.retry_backoff = std::chrono::milliseconds(static_cast<long>(config.scheduler.retry_backoff_seconds * 1000));
+  o.default_max_retries = config.scheduler.max_retries;
   o.oversubscription = config.oversubscription;
   o.node = node ? node : runtime::Node::open(config);
   const std::uint32_t gpus = o.node->backend().gpu_count();

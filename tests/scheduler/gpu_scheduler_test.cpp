@@ -323,6 +323,23 @@ TEST(GPUScheduler, FromAProfile) {
   EXPECT_EQ(scheduler->wait_for_task_as<int>(id), 7);
 }
 
+TEST(GPUScheduler, ProfileRetriesApplyToTasksThatDoNotSetTheirOwn) {
+  config::VgpuConfig config;
+  config.scheduler.max_retries = 2;
+  config.scheduler.retry_backoff_seconds = 0.005;
+  auto scheduler = GPUScheduler::from_config(config, sim_node(2));
+  std::atomic<int> calls{0};
+  const TaskId id = scheduler->submit_task([&]() -> int { throw std::runtime_error(std::to_string(++calls)); });
+  EXPECT_THROW((void)scheduler->wait_for_task(id), std::runtime_error);
+  EXPECT_EQ(calls.load(), 3);
+  GpuRequirements none;
+  none.max_retries = 0;
+  calls = 0;
+  const TaskId once = scheduler->submit_task([&]() -> int { throw std::runtime_error(std::to_string(++calls)); }, none);
+  EXPECT_THROW((void)scheduler->wait_for_task(once), std::runtime_error);
+  EXPECT_EQ(calls.load(), 1) << "an explicit 0 wins over the profile";
+}
+
 TEST(GPUScheduler, ConcurrentSubmittersLoseNothingAndLeakNoLease) {
   auto node = sim_node(4);
   std::atomic<long> runs{0};

@@ -22,7 +22,7 @@ struct GpuRequirements {
   int priority = 0;                // higher first (priority policy; preemption)
   std::string user;                // fair-share key when `group` is empty
   std::string group;               // fair-share key (team, project)
-  std::uint32_t max_retries = 0;   // extra attempts after a failure (with auto_recover)
+  std::optional<std::uint32_t> max_retries;  // extra attempts after a failure (with auto_recover); default: the scheduler's
   bool auto_recover = true;        // retry failures, moving off unhealthy GPUs
   std::optional<std::uint32_t> fallback_gpu;  // tried first when the task's GPU turned unhealthy
   std::optional<std::uint32_t> gpu;           // run only on this GPU

@@ -49,6 +49,7 @@ struct SchedulerOptions {
   bool preemption = false;
   std::map<std::string, double> weights;  // fair policy
   std::chrono::milliseconds retry_backoff{1000};
+  std::uint32_t default_max_retries = 0;  // for tasks that do not set max_retries
   std::uint32_t workers = 0;  // 0: one per slice (max_virtual_gpus), at most 256
   std::chrono::milliseconds stop_grace{2000};
   std::uint32_t backfill_window = 64;

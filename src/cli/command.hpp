@@ -55,5 +55,7 @@ std::unique_ptr<Command> make_memory_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_simulate_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_submit_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_queue_command(const GlobalOptions& globals);
+std::unique_ptr<Command> make_monitor_command(const GlobalOptions& globals);
+std::unique_ptr<Command> make_top_command(const GlobalOptions& globals);
 
 }  // namespace apt::vgpu::cli

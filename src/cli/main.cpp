@@ -72,6 +72,8 @@ int main(int argc, char** argv) {
   commands.push_back(cli::make_simulate_command(globals));
   commands.push_back(cli::make_submit_command(globals));
   commands.push_back(cli::make_queue_command(globals));
+  commands.push_back(cli::make_monitor_command(globals));
+  commands.push_back(cli::make_top_command(globals));
   for (auto& command : commands) command->attach(app);
 
   try {

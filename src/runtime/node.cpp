@@ -59,6 +59,24 @@ std::shared_ptr<Node> Node::default_node() {
   return node;
 }
 
+std::vector<monitoring::VgpuView> Node::vgpu_views() const {
+  std::lock_guard lock(views_mutex_);
+  std::vector<monitoring::VgpuView> out;
+  out.reserve(views_.size());
+  for (const auto& [id, view] : views_) out.push_back(view);
+  return out;
+}
+
+void Node::set_vgpu_view(const monitoring::VgpuView& view) {
+  std::lock_guard lock(views_mutex_);
+  views_[view.lease_id] = view;
+}
+
+void Node::remove_vgpu_view(std::uint64_t lease_id) {
+  std::lock_guard lock(views_mutex_);
+  views_.erase(lease_id);
+}
+
 void Node::set_default_node(std::shared_ptr<Node> node) {
   std::lock_guard lock(default_mutex());
   default_slot() = std::move(node);

@@ -29,21 +29,41 @@ struct VirtualGPU::Impl : std::enable_shared_from_this<VirtualGPU::Impl> {
   Lease lease;                        // guarded by mutex
   std::vector<Recovery> recoveries;   // guarded by mutex
   int active = 0;                     // open scopes + running children; guarded by mutex
+  std::vector<std::int64_t> pids;     // children running on the slice; guarded by mutex
 
   ~Impl() {
-    if (auto* sim = node->backend().simulator(); sim != nullptr && lease.active()) {
-      sim->clear_load(lease.info().gpu, load_key());
-    }
+    if (!lease.active()) return;
+    if (auto* sim = node->backend().simulator(); sim != nullptr) sim->clear_load(lease.info().gpu, load_key());
+    node->remove_vgpu_view(lease.info().id);
   }
 
   [[nodiscard]] std::string load_key() const { return fmt::format("lease-{}", lease.info().id); }
 
-  // Tells the simulated node what this slice is doing (no-op on real hardware).
+  // Tells the node's monitor view, and the simulated node, what this slice is doing.
   void publish_load_locked() {
+    monitoring::VgpuView view;
+    view.name = name;
+    view.gpu = lease.info().gpu;
+    view.lease_id = lease.info().id;
+    view.memory_limit = options.memory_limit;
+    view.compute_share = options.compute_ratio;
+    view.active = active > 0;
+    view.pids = pids;
+    node->set_vgpu_view(view);
     auto* sim = node->backend().simulator();
     if (sim == nullptr) return;
     const double share = active > 0 ? options.compute_ratio.value_or(1.0) : 0.0;
     sim->set_load(lease.info().gpu, load_key(), device::SimLoad{share, options.memory_limit.value_or(0)});
+  }
+
+  void track_process(std::int64_t pid, bool running) {
+    std::lock_guard lock(mutex);
+    if (running) {
+      pids.push_back(pid);
+    } else {
+      pids.erase(std::remove(pids.begin(), pids.end(), pid), pids.end());
+    }
+    publish_load_locked();
   }
 
   void set_active(int delta) {
@@ -262,6 +282,7 @@ RunResult VirtualGPU::run(const std::vector<std::string>& argv, const RunOptions
   const std::uint32_t gpu = gpu_id();
   auto* sim = impl_->node->backend().simulator();
   if (sim != nullptr) sim->add_process(gpu, child.pid, std::filesystem::path(argv.front()).filename().string(), 0);
+  impl_->track_process(child.pid, true);
   impl_->set_active(+1);
   struct Finally {
     VirtualGPU::Impl& impl;
@@ -270,6 +291,7 @@ RunResult VirtualGPU::run(const std::vector<std::string>& argv, const RunOptions
     pid_t pid;
     ~Finally() {
       impl.set_active(-1);
+      impl.track_process(pid, false);
       if (sim != nullptr) sim->remove_process(gpu, pid);
     }
   } finally{*impl_, sim, gpu, child.pid};

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 namespace apt::vgpu {
@@ -304,6 +305,67 @@ TEST(Cli, QueueShowsTheLiveQueueAndPlacements) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("1 running, 1 queued, 1/1 slices"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("MEMORY USED"), std::string::npos) << r.out;
+}
+
+TEST(Cli, MonitorOncePassesPromtoolAndJsonIsParseable) {
+  auto r = vgpu("monitor --once --backend sim");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("# TYPE vgpu_gpu_temperature_celsius gauge"), std::string::npos);
+  EXPECT_NE(r.out.find("vgpu_monitor_samples_total 1"), std::string::npos);
+  if (std::system("command -v promtool >/dev/null 2>&1") == 0) {
+    const auto file = std::filesystem::temp_directory_path() / ("vgpu-cli-prom-" + std::to_string(::getpid()) + ".txt");
+    std::ofstream(file) << r.out;
+    EXPECT_EQ(std::system(("promtool check metrics < " + file.string()).c_str()), 0);
+    std::filesystem::remove(file);
+  }
+  r = vgpu("monitor --json --count 2 --interval 0.01 --metrics utilization,memory --backend sim --sim-gpus 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["gpus"].size(), 2U);
+    EXPECT_TRUE(j["gpus"][0]["metrics"]["temperature_celsius"].is_null()) << "not selected";
+    EXPECT_FALSE(j["aggregate"]["memory_total_bytes"].is_null());
+    ++n;
+  }
+  EXPECT_EQ(n, 2);
+  r = vgpu("monitor --json --metrics fanspeed --backend sim");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("'fanspeed' is not a metric name"), std::string::npos) << r.err;
+  r = vgpu("monitor --backend sim");
+  EXPECT_EQ(r.exit_code, 2) << "no output chosen";
+  r = vgpu("monitor --listen nowhere --backend sim");
+  EXPECT_EQ(r.exit_code, 2);
+}
+
+TEST(Cli, TopDrawsInTmuxAndQuitsOnQ) {
+  if (std::system("command -v tmux >/dev/null 2>&1") != 0) GTEST_SKIP() << "tmux not installed (scripts/bootstrap installs it)";
+  const std::string session = "vgpu-top-" + std::to_string(::getpid());
+  const std::string start = "tmux new-session -d -s " + session + " -x 200 -y 50 'VGPU_BACKEND=sim " +
+                            std::string(VGPU_CLI_PATH) + " top --interval 0.1 --sim-gpus 4'";
+  ASSERT_EQ(std::system(start.c_str()), 0);
+  std::string screen;
+  for (int i = 0; i < 50 && screen.find("GPU 3") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    FILE* pipe = ::popen(("tmux capture-pane -p -t " + session).c_str(), "r");
+    screen.clear();
+    char buffer[512];
+    while (pipe != nullptr && std::fgets(buffer, sizeof buffer, pipe) != nullptr) screen += buffer;
+    if (pipe != nullptr) ::pclose(pipe);
+  }
+  EXPECT_NE(screen.find("vgpu top  sim backend, 4 GPUs"), std::string::npos) << screen;
+  EXPECT_NE(screen.find("GPU 3"), std::string::npos) << screen;
+  EXPECT_NE(screen.find("util ["), std::string::npos) << screen;
+  ASSERT_EQ(std::system(("tmux send-keys -t " + session + " q").c_str()), 0);
+  bool gone = false;
+  for (int i = 0; i < 50 && !gone; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    gone = std::system(("tmux has-session -t " + session + " 2>/dev/null").c_str()) != 0;
+  }
+  EXPECT_TRUE(gone) << "q quits vgpu top (and with it the tmux session)";
+  if (!gone) (void)std::system(("tmux kill-session -t " + session).c_str());
 }
 
 }  // namespace

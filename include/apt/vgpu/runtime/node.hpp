@@ -14,10 +14,14 @@
 #include <apt/vgpu/config/vgpu_config.hpp>
 #include <apt/vgpu/device/backend.hpp>
 #include <apt/vgpu/device/backend_factory.hpp>
+#include <apt/vgpu/monitoring/vgpu_view.hpp>
 #include <apt/vgpu/runtime/node_ledger.hpp>
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <vector>
 
 namespace apt::vgpu::runtime {
 
@@ -39,9 +43,17 @@ class Node {
   [[nodiscard]] NodeLedger& ledger() noexcept { return ledger_; }
   [[nodiscard]] const NodeLedger& ledger() const noexcept { return ledger_; }
 
+  // The virtual GPUs leased from this node, as the monitor attributes use to
+  // them (VirtualGPU keeps its entry current). Ordered by lease id.
+  [[nodiscard]] std::vector<monitoring::VgpuView> vgpu_views() const;
+  void set_vgpu_view(const monitoring::VgpuView& view);
+  void remove_vgpu_view(std::uint64_t lease_id);
+
  private:
   std::unique_ptr<device::Backend> backend_;
   NodeLedger ledger_;
+  mutable std::mutex views_mutex_;
+  std::map<std::uint64_t, monitoring::VgpuView> views_;  // guarded by views_mutex_
 };
 
 }  // namespace apt::vgpu::runtime

@@ -72,29 +72,14 @@ std::vector<QueuedTask> values(const std::map<std::uint64_t, QueuedTask>& m) {
   return out;
 }
 
-// ---------------------------------------------------------------- fifo
-class FifoPolicy final : public QueuePolicy {
+// Policies that keep one queue in submission order (fifo, adaptive).
+class SequencePolicy : public QueuePolicy {
  public:
-  explicit FifoPolicy(const PolicyOptions& o) : options_(o) {}
-  std::string_view name() const noexcept override { return "fifo"; }
+  explicit SequencePolicy(const PolicyOptions& o) : options_(o) {}
   void enqueue(const QueuedTask& t) override { queue_.push(t); }
   bool erase(TaskId id) override { return queue_.erase(id); }
   std::size_t size() const noexcept override { return queue_.size(); }
   std::vector<QueuedTask> ordered() const override { return values(queue_.tasks()); }
-
-  void schedule(SchedulingContext& ctx) override {
-    auto& tasks = queue_.tasks();
-    for (auto it = tasks.begin(); it != tasks.end();) {
-      if (it->second.not_before > ctx.now()) {  // backing off after a failure: not the head yet
-        ++it;
-        continue;
-      }
-      if (!ctx.try_start(it->second, options_.placement)) return;  // head-of-line blocking
-      const TaskId id = it->second.id;
-      ++it;
-      queue_.erase(id);
-    }
-  }
 
  protected:
   std::vector<const QueuedTask*> waiting() const override {
@@ -103,9 +88,39 @@ class FifoPolicy final : public QueuePolicy {
     return out;
   }
 
- private:
+  // Starts eligible tasks in submission order until one does not fit and
+  // returns that one (the blocked head), or end(). Tasks backing off after a
+  // failure are passed over: they are not the head yet.
+  template <class Strategy>
+  std::map<std::uint64_t, QueuedTask>::iterator start_in_order(SchedulingContext& ctx, Strategy strategy) {
+    auto& tasks = queue_.tasks();
+    auto it = tasks.begin();
+    while (it != tasks.end()) {
+      if (it->second.not_before > ctx.now()) {
+        ++it;
+        continue;
+      }
+      if (!ctx.try_start(it->second, strategy())) return it;
+      const TaskId id = it->second.id;
+      ++it;
+      queue_.erase(id);
+    }
+    return it;
+  }
+
   PolicyOptions options_;
   SequenceQueue queue_;
+};
+
+// ---------------------------------------------------------------- fifo
+class FifoPolicy final : public SequencePolicy {
+ public:
+  using SequencePolicy::SequencePolicy;
+  std::string_view name() const noexcept override { return "fifo"; }
+  // Head-of-line blocking: nothing passes a head that does not fit.
+  void schedule(SchedulingContext& ctx) override {
+    (void)start_in_order(ctx, [this] { return options_.placement; });
+  }
 };
 
 // ---------------------------------------------------------------- priority
@@ -331,32 +346,17 @@ class FairPolicy final : public QueuePolicy {
 };
 
 // ---------------------------------------------------------------- adaptive
-class AdaptivePolicy final : public QueuePolicy {
+class AdaptivePolicy final : public SequencePolicy {
  public:
-  explicit AdaptivePolicy(const PolicyOptions& o) : options_(o) {}
+  using SequencePolicy::SequencePolicy;
   std::string_view name() const noexcept override { return "adaptive"; }
-  void enqueue(const QueuedTask& t) override { queue_.push(t); }
-  bool erase(TaskId id) override { return queue_.erase(id); }
-  std::size_t size() const noexcept override { return queue_.size(); }
-  std::vector<QueuedTask> ordered() const override { return values(queue_.tasks()); }
 
   void schedule(SchedulingContext& ctx) override {
     auto& tasks = queue_.tasks();
-    auto strategy = [&ctx] {
+    // Pack (best fit) once the cluster is half allocated, spread while it is lighter.
+    const auto it = start_in_order(ctx, [&ctx] {
       return ctx.cluster().allocation_rate() >= 0.5 ? PlacementStrategy::best_fit : PlacementStrategy::spread;
-    };
-    auto it = tasks.begin();
-    // Start heads while they fit.
-    while (it != tasks.end()) {
-      if (it->second.not_before > ctx.now()) {
-        ++it;
-        continue;
-      }
-      if (!ctx.try_start(it->second, strategy())) break;
-      const TaskId id = it->second.id;
-      ++it;
-      queue_.erase(id);
-    }
+    });
     if (it == tasks.end()) return;
     // The head is blocked: reserve for it, then backfill behind it.
     const QueuedTask& head = it->second;
@@ -381,13 +381,6 @@ class AdaptivePolicy final : public QueuePolicy {
         ++next;
       }
     }
-  }
-
- protected:
-  std::vector<const QueuedTask*> waiting() const override {
-    std::vector<const QueuedTask*> out;
-    for (const auto& [k, t] : queue_.tasks()) out.push_back(&t);
-    return out;
   }
 
  private:
@@ -417,9 +410,6 @@ class AdaptivePolicy final : public QueuePolicy {
     }
     return std::numeric_limits<double>::infinity();
   }
-
-  PolicyOptions options_;
-  SequenceQueue queue_;
 };
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <mutex>
+#include <sys/mman.h>
 
 #ifndef VGPU_INSTALL_LIBDIR
 #define VGPU_INSTALL_LIBDIR "/usr/local/lib"
@@ -33,11 +34,17 @@ struct VirtualGPU::Impl : std::enable_shared_from_this<VirtualGPU::Impl> {
 
   ~Impl() {
     if (!lease.active()) return;
+    // The interception library's accounting region lives as long as the slice.
+    if (options.isolation == config::Isolation::intercept) ::shm_unlink(shm_name().c_str());
     if (auto* sim = node->backend().simulator(); sim != nullptr) sim->clear_load(lease.info().gpu, load_key());
     node->remove_vgpu_view(lease.info().id);
   }
 
   [[nodiscard]] std::string load_key() const { return fmt::format("lease-{}", lease.info().id); }
+  // One POSIX shm object per slice, shared by its processes (see intercept/abi.h).
+  [[nodiscard]] std::string shm_name() const {
+    return fmt::format("/vgpu-{}-{}", node->backend().gpu(lease.info().gpu).uuid, lease.info().id);
+  }
 
   // Tells the node's monitor view, and the simulated node, what this slice is doing.
   void publish_load_locked() {
@@ -244,7 +251,7 @@ std::map<std::string, std::string> VirtualGPU::environment() const {
   switch (o.isolation) {
     case config::Isolation::none: break;
     case config::Isolation::intercept: {
-      env[VGPU_ENV_SHM_NAME] = fmt::format("/vgpu-{}-{}", gpu.uuid, info.id);
+      env[VGPU_ENV_SHM_NAME] = impl_->shm_name();
       if (const std::string lib = find_intercept_library(); !lib.empty()) {
         const char* existing = std::getenv("LD_PRELOAD");
         env["LD_PRELOAD"] = existing != nullptr && *existing != '\0' ? lib + ":" + existing : lib;

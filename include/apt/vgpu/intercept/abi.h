@@ -31,4 +31,33 @@
 #define VGPU_ENV_INTERCEPT_LIBRARY "VGPU_INTERCEPT_LIBRARY"
 #define VGPU_INTERCEPT_LIBRARY_NAME "libvgpu-cuda.so"
 
+/*
+ * The shared-memory region of one virtual GPU (POSIX shm object VGPU_SHM_NAME),
+ * mapped by every process bound to the slice. `used_bytes` is the slice's
+ * total, changed only with atomic compare-and-swap, so admission never
+ * overshoots the limit. Each process owns one slot and keeps its own share
+ * there; a slot whose pid no longer exists is reclaimed (its bytes returned)
+ * by the next process that looks, under `reclaim_lock`.
+ */
+#include <stdint.h>
+
+#define VGPU_SHM_MAGIC 0x56475055u /* "VGPU" */
+#define VGPU_SHM_SLOTS 64
+
+struct vgpu_shm_slot {
+  int32_t pid;          /* 0: free */
+  uint32_t reserved;
+  uint64_t used_bytes;  /* this process's allocations */
+};
+
+struct vgpu_shm_region {
+  uint32_t magic;         /* VGPU_SHM_MAGIC once initialised */
+  uint32_t abi_version;   /* VGPU_ABI_VERSION */
+  uint64_t memory_limit;  /* bytes; set by the first process */
+  uint64_t used_bytes;    /* all processes together */
+  uint32_t reclaim_lock;  /* 0 free, 1 held (spin) */
+  uint32_t reserved;
+  struct vgpu_shm_slot slots[VGPU_SHM_SLOTS];
+};
+
 #endif /* APT_VGPU_INTERCEPT_ABI_H */

@@ -1,0 +1,577 @@
+// libvgpu-cuda.so: LD_PRELOAD interposer that enforces a virtual GPU's memory
+// limit inside CUDA programs (see include/apt/vgpu/intercept/abi.h for the
+// contract with the runtime, and docs/intercept.md).
+//
+// Every hooked driver entry point comes from VGPU_CUDA_HOOKS. Programs reach a
+// hook three ways, all covered: direct linking (the preloaded symbol wins),
+// dlsym() on a handle to libcuda (our dlsym returns the hook), and
+// cuGetProcAddress / cuGetProcAddress_v2 (the runtime's way since CUDA 12; we
+// return the hook in place of the driver's pointer). Nothing throws across
+// the C ABI; without configuration every hook is a pass-through.
+#include "cuda_driver_api.h"
+
+#include <apt/vgpu/intercept/abi.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <mutex>
+#include <pthread.h>
+#include <string>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <unordered_map>
+
+#define VGPU_EXPORT __attribute__((visibility("default")))
+
+namespace {
+
+// ---- configuration and logging ------------------------------------------------
+enum class Level { error = 0, warn = 1, notice = 2, info = 3, debug = 4 };
+
+struct Config {
+  bool configured = false;   // any limit applies
+  bool broken = false;       // configuration invalid: refuse CUDA calls
+  bool memory_limited = false;
+  std::uint64_t memory_limit = 0;
+  double compute_share = 0;  // parsed and validated; pacing is not enforced yet
+  std::string shm_name;
+  std::string id = "vgpu";
+  Level level = Level::notice;
+};
+
+Config g_config;
+pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+void log(Level level, const char* format, ...) __attribute__((format(printf, 2, 3)));
+void log(Level level, const char* format, ...) {
+  if (static_cast<int>(level) > static_cast<int>(g_config.level)) return;
+  char line[512];
+  va_list args;
+  va_start(args, format);
+  const int n = std::vsnprintf(line, sizeof line, format, args);
+  va_end(args);
+  if (n <= 0) return;
+  char out[640];
+  const int m = std::snprintf(out, sizeof out, "vgpu-cuda[%s pid %d]: %s\n", g_config.id.c_str(), static_cast<int>(::getpid()), line);
+  if (m > 0) (void)!::write(STDERR_FILENO, out, static_cast<std::size_t>(m < static_cast<int>(sizeof out) ? m : sizeof out - 1));
+}
+
+bool parse_u64(const char* text, std::uint64_t& out) {
+  if (text == nullptr || *text == '\0') return false;
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(text, &end, 10);
+  if (errno != 0 || end == nullptr || *end != '\0' || text[0] == '-') return false;
+  out = v;
+  return true;
+}
+
+// ---- the real driver ------------------------------------------------------------
+using DlsymFn = void* (*)(void*, const char*);
+
+DlsymFn real_dlsym() {
+  static DlsymFn fn = [] {
+    auto f = reinterpret_cast<DlsymFn>(::dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34"));
+    if (f == nullptr) f = reinterpret_cast<DlsymFn>(::dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5"));
+    return f;
+  }();
+  return fn;
+}
+
+using GetProcFn = CUresult (*)(const char*, void**, int, cuuint64_t);
+using GetProcV2Fn = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
+
+struct RealDriver {
+#define VGPU_REAL_POINTER(sym, base, ret, params, args) ret(*sym) params = nullptr;
+  VGPU_CUDA_HOOKS(VGPU_REAL_POINTER)
+#undef VGPU_REAL_POINTER
+#define VGPU_REAL_PTSZ(sym, base, ret, params, args) ret(*sym##_ptsz) params = nullptr;
+  VGPU_CUDA_HOOKS(VGPU_REAL_PTSZ)
+#undef VGPU_REAL_PTSZ
+  GetProcFn cuGetProcAddress = nullptr;
+  GetProcV2Fn cuGetProcAddress_v2 = nullptr;
+};
+
+RealDriver g_real;
+void* g_libcuda = nullptr;
+
+void resolve_real() {
+  const char* path = std::getenv("VGPU_REAL_LIBCUDA");
+  g_libcuda = ::dlopen(path != nullptr && *path != '\0' ? path : "libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+  if (g_libcuda == nullptr) {
+    log(Level::debug, "libcuda.so.1 not loadable (%s); hooks will report CUDA_ERROR_NOT_INITIALIZED", ::dlerror());
+    return;
+  }
+  DlsymFn lookup = real_dlsym();
+#define VGPU_RESOLVE(sym, base, ret, params, args)                                   \
+  g_real.sym = reinterpret_cast<ret(*) params>(lookup(g_libcuda, #sym));            \
+  g_real.sym##_ptsz = reinterpret_cast<ret(*) params>(lookup(g_libcuda, #sym "_ptsz"));
+  VGPU_CUDA_HOOKS(VGPU_RESOLVE)
+#undef VGPU_RESOLVE
+  g_real.cuGetProcAddress = reinterpret_cast<GetProcFn>(lookup(g_libcuda, "cuGetProcAddress"));
+  g_real.cuGetProcAddress_v2 = reinterpret_cast<GetProcV2Fn>(lookup(g_libcuda, "cuGetProcAddress_v2"));
+}
+
+// ---- the shared accounting region -------------------------------------------------
+vgpu_shm_region g_local_region{};  // when no VGPU_SHM_NAME: this process alone
+vgpu_shm_region* g_region = &g_local_region;
+vgpu_shm_slot* g_slot = nullptr;
+pid_t g_slot_pid = 0;
+
+void reclaim_dead_slots() {
+  vgpu_shm_region* r = g_region;
+  std::uint32_t expected = 0;
+  if (!__atomic_compare_exchange_n(&r->reclaim_lock, &expected, 1U, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+  for (vgpu_shm_slot& s : r->slots) {
+    const std::int32_t pid = __atomic_load_n(&s.pid, __ATOMIC_ACQUIRE);
+    if (pid == 0 || pid == ::getpid()) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    const std::uint64_t bytes = __atomic_exchange_n(&s.used_bytes, 0ULL, __ATOMIC_ACQ_REL);
+    __atomic_fetch_sub(&r->used_bytes, bytes, __ATOMIC_ACQ_REL);
+    __atomic_store_n(&s.pid, 0, __ATOMIC_RELEASE);
+    if (bytes > 0) log(Level::notice, "reclaimed %llu bytes left by exited process %d", static_cast<unsigned long long>(bytes), pid);
+  }
+  __atomic_store_n(&r->reclaim_lock, 0U, __ATOMIC_RELEASE);
+}
+
+vgpu_shm_slot* my_slot() {
+  const pid_t me = ::getpid();
+  if (g_slot != nullptr && g_slot_pid == me) return g_slot;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    for (vgpu_shm_slot& s : g_region->slots) {
+      std::int32_t expected = 0;
+      if (__atomic_compare_exchange_n(&s.pid, &expected, static_cast<std::int32_t>(me), false, __ATOMIC_ACQ_REL,
+                                      __ATOMIC_RELAXED)) {
+        __atomic_store_n(&s.used_bytes, 0ULL, __ATOMIC_RELEASE);
+        g_slot = &s;
+        g_slot_pid = me;
+        return g_slot;
+      }
+    }
+    reclaim_dead_slots();
+  }
+  return nullptr;
+}
+
+bool open_region() {
+  if (g_config.shm_name.empty()) {
+    g_local_region.magic = VGPU_SHM_MAGIC;
+    g_local_region.abi_version = VGPU_ABI_VERSION;
+    g_local_region.memory_limit = g_config.memory_limit;
+    return true;
+  }
+  const int fd = ::shm_open(g_config.shm_name.c_str(), O_CREAT | O_RDWR, 0600);
+  if (fd < 0) {
+    log(Level::error, "cannot open shared memory %s: %s", g_config.shm_name.c_str(), std::strerror(errno));
+    return false;
+  }
+  if (::ftruncate(fd, sizeof(vgpu_shm_region)) != 0) {
+    log(Level::error, "cannot size shared memory %s: %s", g_config.shm_name.c_str(), std::strerror(errno));
+    ::close(fd);
+    return false;
+  }
+  void* p = ::mmap(nullptr, sizeof(vgpu_shm_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) {
+    log(Level::error, "cannot map shared memory %s: %s", g_config.shm_name.c_str(), std::strerror(errno));
+    return false;
+  }
+  auto* r = static_cast<vgpu_shm_region*>(p);
+  // The first process to arrive sets the limit; later ones use it.
+  std::uint64_t none = 0;
+  (void)__atomic_compare_exchange_n(&r->memory_limit, &none, g_config.memory_limit, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
+  std::uint32_t zero = 0;
+  if (__atomic_compare_exchange_n(&r->magic, &zero, VGPU_SHM_MAGIC, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    __atomic_store_n(&r->abi_version, static_cast<std::uint32_t>(VGPU_ABI_VERSION), __ATOMIC_RELEASE);
+  }
+  g_region = r;
+  reclaim_dead_slots();
+  return true;
+}
+
+void init() {
+  Config& c = g_config;
+  if (const char* level = std::getenv(VGPU_ENV_LOG_LEVEL)) {
+    const std::string v(level);
+    c.level = v == "error" ? Level::error : v == "warn" ? Level::warn : v == "info" ? Level::info : v == "debug" ? Level::debug : Level::notice;
+  }
+  if (const char* id = std::getenv(VGPU_ENV_ID); id != nullptr && *id != '\0') c.id = id;
+  if (const char* shm = std::getenv(VGPU_ENV_SHM_NAME); shm != nullptr) c.shm_name = shm;
+  if (const char* limit = std::getenv(VGPU_ENV_MEMORY_LIMIT)) {
+    if (!parse_u64(limit, c.memory_limit) || c.memory_limit == 0) {
+      c.broken = true;
+      log(Level::error, "%s='%s' is not a positive byte count; refusing CUDA calls rather than running without the "
+                        "limit (the runtime writes e.g. 20000000000)", VGPU_ENV_MEMORY_LIMIT, limit);
+    } else {
+      c.memory_limited = true;
+    }
+  }
+  if (const char* share = std::getenv(VGPU_ENV_COMPUTE_SHARE)) {
+    char* end = nullptr;
+    c.compute_share = std::strtod(share, &end);
+    if (end == share || *end != '\0' || !(c.compute_share > 0.0 && c.compute_share <= 1.0)) {
+      c.broken = true;
+      log(Level::error, "%s='%s' is not a share in (0, 1]; refusing CUDA calls", VGPU_ENV_COMPUTE_SHARE, share);
+    } else {
+      log(Level::info, "compute share %.3f recorded; launch pacing is not enforced by this build", c.compute_share);
+    }
+  }
+  c.configured = c.memory_limited || c.broken;
+  resolve_real();
+  if (c.memory_limited && !open_region()) c.broken = true;
+  if (c.memory_limited && !c.broken) {
+    log(Level::info, "memory limit %llu bytes (region %s)", static_cast<unsigned long long>(g_region->memory_limit),
+        c.shm_name.empty() ? "private" : c.shm_name.c_str());
+  }
+}
+
+inline void ensure_init() { pthread_once(&g_once, init); }
+
+// ---- admission ----------------------------------------------------------------------
+std::uint64_t limit() { return __atomic_load_n(&g_region->memory_limit, __ATOMIC_ACQUIRE); }
+std::uint64_t used() { return __atomic_load_n(&g_region->used_bytes, __ATOMIC_ACQUIRE); }
+
+bool admit(std::uint64_t bytes, const char* call) {
+  vgpu_shm_slot* slot = my_slot();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::uint64_t current = used();
+    while (current + bytes <= limit()) {
+      if (__atomic_compare_exchange_n(&g_region->used_bytes, &current, current + bytes, true, __ATOMIC_ACQ_REL,
+                                      __ATOMIC_ACQUIRE)) {
+        if (slot != nullptr) __atomic_fetch_add(&slot->used_bytes, bytes, __ATOMIC_ACQ_REL);
+        return true;
+      }
+    }
+    reclaim_dead_slots();  // a crashed process may still hold some
+  }
+  log(Level::warn, "%s of %llu bytes refused: %llu of %llu in use on this vGPU (CUDA_ERROR_OUT_OF_MEMORY)", call,
+      static_cast<unsigned long long>(bytes), static_cast<unsigned long long>(used()),
+      static_cast<unsigned long long>(limit()));
+  return false;
+}
+
+void release(std::uint64_t bytes) {
+  __atomic_fetch_sub(&g_region->used_bytes, bytes, __ATOMIC_ACQ_REL);
+  if (vgpu_shm_slot* slot = my_slot()) __atomic_fetch_sub(&slot->used_bytes, bytes, __ATOMIC_ACQ_REL);
+}
+
+// Sizes of live allocations, to return them on free.
+std::mutex g_sizes_mutex;
+std::unordered_map<unsigned long long, std::uint64_t>& sizes() {
+  static auto* m = new std::unordered_map<unsigned long long, std::uint64_t>();  // outlives static destruction
+  return *m;
+}
+
+void remember(unsigned long long key, std::uint64_t bytes) {
+  std::lock_guard lock(g_sizes_mutex);
+  sizes()[key] = bytes;
+}
+
+std::uint64_t forget(unsigned long long key) {
+  std::lock_guard lock(g_sizes_mutex);
+  auto it = sizes().find(key);
+  if (it == sizes().end()) return 0;
+  const std::uint64_t bytes = it->second;
+  sizes().erase(it);
+  return bytes;
+}
+
+std::uint64_t array_bytes(std::size_t width, std::size_t height, std::size_t depth, int format, unsigned channels) {
+  std::uint64_t element = 4;
+  switch (format) {
+    case 0x01: case 0x08: element = 1; break;               // (un)signed int8
+    case 0x02: case 0x09: case 0x10: element = 2; break;     // (un)signed int16, half
+    case 0x03: case 0x0a: case 0x20: element = 4; break;     // (un)signed int32, float
+    default: element = 8; break;                             // unknown: count generously
+  }
+  return static_cast<std::uint64_t>(width) * (height == 0 ? 1 : height) * (depth == 0 ? 1 : depth) * element *
+         (channels == 0 ? 1 : channels);
+}
+
+// The checks every hook starts with. Returns true with `rc` set when the call must not proceed.
+template <class Fn>
+bool refuse(Fn real, CUresult& rc) {
+  ensure_init();
+  if (g_config.broken) {
+    rc = CUDA_ERROR_INVALID_VALUE;
+    return true;
+  }
+  if (real == nullptr) {
+    rc = CUDA_ERROR_NOT_INITIALIZED;
+    return true;
+  }
+  return false;
+}
+
+// ---- hook bodies (shared by the plain and the _ptsz exports) -------------------------
+template <class Fn>
+CUresult alloc_like(Fn real, CUdeviceptr* dptr, std::uint64_t bytes, const char* call, auto&& invoke) {
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (!g_config.memory_limited) return invoke();
+  if (!admit(bytes, call)) return CUDA_ERROR_OUT_OF_MEMORY;
+  rc = invoke();
+  if (rc != CUDA_SUCCESS) {
+    release(bytes);
+    return rc;
+  }
+  remember(*dptr, bytes);
+  return rc;
+}
+
+template <class Fn>
+CUresult free_like(Fn real, CUdeviceptr dptr, auto&& invoke) {
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  rc = invoke();
+  if (rc == CUDA_SUCCESS && g_config.memory_limited) release(forget(dptr));
+  return rc;
+}
+
+template <class Fn>
+CUresult pass(Fn real, auto&& invoke) {
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  return invoke();
+}
+
+CUresult do_cuInit(decltype(g_real.cuInit) real, unsigned int flags) {
+  return pass(real, [&] { return real(flags); });
+}
+CUresult do_cuMemAlloc_v2(decltype(g_real.cuMemAlloc_v2) real, CUdeviceptr* dptr, size_t bytes) {
+  return alloc_like(real, dptr, bytes, "cuMemAlloc", [&] { return real(dptr, bytes); });
+}
+CUresult do_cuMemAllocPitch_v2(decltype(g_real.cuMemAllocPitch_v2) real, CUdeviceptr* dptr, size_t* pitch,
+                               size_t width, size_t height, unsigned int element) {
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (!g_config.memory_limited) return real(dptr, pitch, width, height, element);
+  // The driver pads rows; admit the unpadded size first, then the padding.
+  const std::uint64_t base = static_cast<std::uint64_t>(width) * height;
+  if (!admit(base, "cuMemAllocPitch")) return CUDA_ERROR_OUT_OF_MEMORY;
+  rc = real(dptr, pitch, width, height, element);
+  if (rc != CUDA_SUCCESS) {
+    release(base);
+    return rc;
+  }
+  const std::uint64_t actual = static_cast<std::uint64_t>(*pitch) * height;
+  if (actual > base && !admit(actual - base, "cuMemAllocPitch (row padding)")) {
+    if (g_real.cuMemFree_v2 != nullptr) (void)g_real.cuMemFree_v2(*dptr);
+    release(base);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  remember(*dptr, actual > base ? actual : base);
+  return rc;
+}
+CUresult do_cuMemAllocManaged(decltype(g_real.cuMemAllocManaged) real, CUdeviceptr* dptr, size_t bytes,
+                              unsigned int flags) {
+  return alloc_like(real, dptr, bytes, "cuMemAllocManaged", [&] { return real(dptr, bytes, flags); });
+}
+CUresult do_cuMemAllocAsync(decltype(g_real.cuMemAllocAsync) real, CUdeviceptr* dptr, size_t bytes, CUstream s) {
+  return alloc_like(real, dptr, bytes, "cuMemAllocAsync", [&] { return real(dptr, bytes, s); });
+}
+CUresult do_cuMemAllocFromPoolAsync(decltype(g_real.cuMemAllocFromPoolAsync) real, CUdeviceptr* dptr, size_t bytes,
+                                    CUmemoryPool pool, CUstream s) {
+  return alloc_like(real, dptr, bytes, "cuMemAllocFromPoolAsync", [&] { return real(dptr, bytes, pool, s); });
+}
+CUresult do_cuMemFree_v2(decltype(g_real.cuMemFree_v2) real, CUdeviceptr dptr) {
+  return free_like(real, dptr, [&] { return real(dptr); });
+}
+CUresult do_cuMemFreeAsync(decltype(g_real.cuMemFreeAsync) real, CUdeviceptr dptr, CUstream s) {
+  return free_like(real, dptr, [&] { return real(dptr, s); });
+}
+CUresult do_cuMemCreate(decltype(g_real.cuMemCreate) real, CUmemGenericAllocationHandle* handle, size_t bytes,
+                        const CUmemAllocationProp* prop, unsigned long long flags) {
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (!g_config.memory_limited) return real(handle, bytes, prop, flags);
+  if (!admit(bytes, "cuMemCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
+  rc = real(handle, bytes, prop, flags);
+  if (rc != CUDA_SUCCESS) {
+    release(bytes);
+    return rc;
+  }
+  remember(*handle, bytes);
+  return rc;
+}
+CUresult do_cuMemRelease(decltype(g_real.cuMemRelease) real, CUmemGenericAllocationHandle handle) {
+  return free_like(real, handle, [&] { return real(handle); });
+}
+CUresult do_cuArrayCreate_v2(decltype(g_real.cuArrayCreate_v2) real, CUarray* array, const CUDA_ARRAY_DESCRIPTOR* d) {
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (!g_config.memory_limited || d == nullptr) return real(array, d);
+  const std::uint64_t bytes = array_bytes(d->Width, d->Height, 1, d->Format, d->NumChannels);
+  if (!admit(bytes, "cuArrayCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
+  rc = real(array, d);
+  if (rc != CUDA_SUCCESS) {
+    release(bytes);
+    return rc;
+  }
+  remember(reinterpret_cast<unsigned long long>(*array), bytes);
+  return rc;
+}
+CUresult do_cuArray3DCreate_v2(decltype(g_real.cuArray3DCreate_v2) real, CUarray* array,
+                               const CUDA_ARRAY3D_DESCRIPTOR* d) {
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (!g_config.memory_limited || d == nullptr) return real(array, d);
+  const std::uint64_t bytes = array_bytes(d->Width, d->Height, d->Depth, d->Format, d->NumChannels);
+  if (!admit(bytes, "cuArray3DCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
+  rc = real(array, d);
+  if (rc != CUDA_SUCCESS) {
+    release(bytes);
+    return rc;
+  }
+  remember(reinterpret_cast<unsigned long long>(*array), bytes);
+  return rc;
+}
+CUresult do_cuArrayDestroy(decltype(g_real.cuArrayDestroy) real, CUarray array) {
+  return free_like(real, reinterpret_cast<unsigned long long>(array), [&] { return real(array); });
+}
+CUresult do_cuMemGetInfo_v2(decltype(g_real.cuMemGetInfo_v2) real, size_t* free_bytes, size_t* total_bytes) {
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  rc = real(free_bytes, total_bytes);
+  if (rc != CUDA_SUCCESS || !g_config.memory_limited) return rc;
+  // The vGPU's limit is the device's memory; what the slice has left is what is free.
+  const std::uint64_t cap = limit();
+  const std::uint64_t in_use = used();
+  const std::uint64_t left = in_use >= cap ? 0 : cap - in_use;
+  if (total_bytes != nullptr) *total_bytes = static_cast<size_t>(cap);
+  if (free_bytes != nullptr && left < *free_bytes) *free_bytes = static_cast<size_t>(left);
+  return rc;
+}
+// Launches: no limit applies yet (pacing is future work), so they are a
+// pass-through with no allocation or lock on the path.
+CUresult do_cuLaunchKernel(decltype(g_real.cuLaunchKernel) real, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                           unsigned bx, unsigned by, unsigned bz, unsigned shared, CUstream s, void** params,
+                           void** extra) {
+  return pass(real, [&] { return real(f, gx, gy, gz, bx, by, bz, shared, s, params, extra); });
+}
+CUresult do_cuLaunchKernelEx(decltype(g_real.cuLaunchKernelEx) real, const CUlaunchConfig* config, CUfunction f,
+                             void** params, void** extra) {
+  return pass(real, [&] { return real(config, f, params, extra); });
+}
+CUresult do_cuLaunchCooperativeKernel(decltype(g_real.cuLaunchCooperativeKernel) real, CUfunction f, unsigned gx,
+                                      unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                                      unsigned shared, CUstream s, void** params) {
+  return pass(real, [&] { return real(f, gx, gy, gz, bx, by, bz, shared, s, params); });
+}
+CUresult do_cuGraphLaunch(decltype(g_real.cuGraphLaunch) real, CUgraphExec graph, CUstream s) {
+  return pass(real, [&] { return real(graph, s); });
+}
+
+}  // namespace
+
+// ---- exported hooks ------------------------------------------------------------------------
+extern "C" {
+
+#define VGPU_DEFINE_HOOK(sym, base, ret, params, args)                                   \
+  VGPU_EXPORT ret sym params {                                                           \
+    ensure_init();                                                                       \
+    return do_##sym(g_real.sym, VGPU_UNPACK args);                                       \
+  }                                                                                      \
+  VGPU_EXPORT ret sym##_ptsz params {                                                    \
+    ensure_init();                                                                       \
+    return do_##sym(g_real.sym##_ptsz, VGPU_UNPACK args);                                \
+  }
+#define VGPU_UNPACK(...) __VA_ARGS__
+VGPU_CUDA_HOOKS(VGPU_DEFINE_HOOK)
+#undef VGPU_DEFINE_HOOK
+
+}  // extern "C"
+
+namespace {
+
+struct HookEntry {
+  const char* symbol;  // exported name
+  const char* base;    // name cuGetProcAddress is asked for
+  void* hook;
+  void* hook_ptsz;
+  bool versioned;  // a _v2 symbol: only for cudaVersion >= 3020 (CUDA 3.2 moved to 64-bit sizes)
+};
+
+const HookEntry kHooks[] = {
+#define VGPU_ENTRY(sym, base, ret, params, args) \
+  {#sym, base, reinterpret_cast<void*>(&sym), reinterpret_cast<void*>(&sym##_ptsz), std::strstr(#sym, "_v2") != nullptr},
+    VGPU_CUDA_HOOKS(VGPU_ENTRY)
+#undef VGPU_ENTRY
+};
+
+void* hook_for_base(const char* symbol, int cuda_version, cuuint64_t flags) {
+  for (const HookEntry& h : kHooks) {
+    if (std::strcmp(h.base, symbol) != 0) continue;
+    if (h.versioned && cuda_version < 3020) return nullptr;
+    return (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0 ? h.hook_ptsz : h.hook;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+extern "C" {
+
+VGPU_EXPORT CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int cuda_version, cuuint64_t flags,
+                                         CUdriverProcAddressQueryResult* status);
+
+VGPU_EXPORT CUresult cuGetProcAddress(const char* symbol, void** pfn, int cuda_version, cuuint64_t flags) {
+  ensure_init();
+  if (g_real.cuGetProcAddress == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
+  const CUresult rc = g_real.cuGetProcAddress(symbol, pfn, cuda_version, flags);
+  if (rc != CUDA_SUCCESS || pfn == nullptr || *pfn == nullptr || symbol == nullptr) return rc;
+  if (std::strcmp(symbol, "cuGetProcAddress") == 0) {
+    *pfn = reinterpret_cast<void*>(cuda_version >= 12000 ? reinterpret_cast<void*>(&cuGetProcAddress_v2)
+                                                         : reinterpret_cast<void*>(&cuGetProcAddress));
+  } else if (void* hook = hook_for_base(symbol, cuda_version, flags)) {
+    *pfn = hook;
+  }
+  return rc;
+}
+
+VGPU_EXPORT CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int cuda_version, cuuint64_t flags,
+                                         CUdriverProcAddressQueryResult* status) {
+  ensure_init();
+  if (g_real.cuGetProcAddress_v2 == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
+  const CUresult rc = g_real.cuGetProcAddress_v2(symbol, pfn, cuda_version, flags, status);
+  if (rc != CUDA_SUCCESS || pfn == nullptr || *pfn == nullptr || symbol == nullptr) return rc;
+  if (std::strcmp(symbol, "cuGetProcAddress") == 0) {
+    *pfn = reinterpret_cast<void*>(&cuGetProcAddress_v2);
+  } else if (void* hook = hook_for_base(symbol, cuda_version, flags)) {
+    *pfn = hook;
+  }
+  return rc;
+}
+
+// dlsym() on a handle to libcuda returns our hook for a hooked symbol.
+VGPU_EXPORT void* dlsym(void* handle, const char* symbol) {
+  DlsymFn real = real_dlsym();
+  if (real == nullptr) return nullptr;
+  void* found = real(handle, symbol);
+  if (found == nullptr || symbol[0] != 'c' || symbol[1] != 'u') return found;
+  if (std::strcmp(symbol, "cuGetProcAddress") == 0) return reinterpret_cast<void*>(&cuGetProcAddress);
+  if (std::strcmp(symbol, "cuGetProcAddress_v2") == 0) return reinterpret_cast<void*>(&cuGetProcAddress_v2);
+  for (const HookEntry& h : kHooks) {
+    if (std::strcmp(h.symbol, symbol) == 0) return h.hook;
+    const std::size_t n = std::strlen(h.symbol);
+    if (std::strncmp(h.symbol, symbol, n) == 0 && std::strcmp(symbol + n, "_ptsz") == 0) return h.hook_ptsz;
+  }
+  return found;
+}
+
+}  // extern "C"
+
+// A process that exits normally gives its share back (the driver frees its memory).
+__attribute__((destructor)) static void vgpu_cuda_exit() {
+  if (!g_config.memory_limited || g_slot == nullptr || g_slot_pid != ::getpid()) return;
+  const std::uint64_t bytes = __atomic_exchange_n(&g_slot->used_bytes, 0ULL, __ATOMIC_ACQ_REL);
+  __atomic_fetch_sub(&g_region->used_bytes, bytes, __ATOMIC_ACQ_REL);
+  __atomic_store_n(&g_slot->pid, 0, __ATOMIC_RELEASE);
+}

@@ -1,0 +1,186 @@
+// A small CUDA driver-API program for the interception tests. It reaches the
+// driver one of three ways, as real programs do:
+//   direct    linked against libcuda.so.1
+//   dlsym     dlopen("libcuda.so.1") + dlsym() for each entry point
+//   getproc   dlopen + dlsym("cuGetProcAddress") once, then cuGetProcAddress_v2
+//             for everything (what the CUDA 12+ runtime and PyTorch do)
+// and runs the operations given as arguments, printing one line each:
+//   alloc:BYTES   free:INDEX   async:BYTES   managed:BYTES   pitch:WxH   create:BYTES
+//   array:WxH     info         launch:N      sleep:MS        hold (sleep forever)
+#include "../../src/intercept/cuda_driver_api.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifdef CUDA_APP_LINKED
+extern "C" {
+CUresult cuInit(unsigned int);
+CUresult cuMemAlloc_v2(CUdeviceptr*, size_t);
+CUresult cuMemAllocPitch_v2(CUdeviceptr*, size_t*, size_t, size_t, unsigned int);
+CUresult cuMemAllocManaged(CUdeviceptr*, size_t, unsigned int);
+CUresult cuMemAllocAsync(CUdeviceptr*, size_t, CUstream);
+CUresult cuMemFree_v2(CUdeviceptr);
+CUresult cuMemCreate(CUmemGenericAllocationHandle*, size_t, const CUmemAllocationProp*, unsigned long long);
+CUresult cuArrayCreate_v2(CUarray*, const CUDA_ARRAY_DESCRIPTOR*);
+CUresult cuMemGetInfo_v2(size_t*, size_t*);
+CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
+                        void**, void**);
+}
+#endif
+
+namespace {
+
+struct Api {
+  CUresult (*init)(unsigned int) = nullptr;
+  CUresult (*alloc)(CUdeviceptr*, size_t) = nullptr;
+  CUresult (*pitch)(CUdeviceptr*, size_t*, size_t, size_t, unsigned int) = nullptr;
+  CUresult (*managed)(CUdeviceptr*, size_t, unsigned int) = nullptr;
+  CUresult (*async)(CUdeviceptr*, size_t, CUstream) = nullptr;
+  CUresult (*free)(CUdeviceptr) = nullptr;
+  CUresult (*create)(CUmemGenericAllocationHandle*, size_t, const CUmemAllocationProp*, unsigned long long) = nullptr;
+  CUresult (*array)(CUarray*, const CUDA_ARRAY_DESCRIPTOR*) = nullptr;
+  CUresult (*info)(size_t*, size_t*) = nullptr;
+  CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
+                     void**, void**) = nullptr;
+};
+
+template <class F>
+void load(F& f, void* handle, const char* name) {
+  f = reinterpret_cast<F>(::dlsym(handle, name));
+}
+
+template <class F, class G>
+void get(F& f, G getproc, const char* base, unsigned long long flags = 0) {
+  void* p = nullptr;
+  int status = 0;
+  if (getproc(base, &p, 12000, flags, &status) == CUDA_SUCCESS) f = reinterpret_cast<F>(p);
+}
+
+Api bind(const std::string& mode) {
+  Api api;
+  if (mode == "direct") {
+#ifdef CUDA_APP_LINKED
+    api = Api{&cuInit, &cuMemAlloc_v2, &cuMemAllocPitch_v2, &cuMemAllocManaged, &cuMemAllocAsync, &cuMemFree_v2,
+              &cuMemCreate, &cuArrayCreate_v2, &cuMemGetInfo_v2, &cuLaunchKernel};
+    return api;
+#else
+    std::printf("this build is not linked against libcuda; use dlsym or getproc\n");
+    std::exit(2);
+#endif
+  }
+  void* handle = ::dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    std::printf("dlopen failed: %s\n", ::dlerror());
+    std::exit(3);
+  }
+  if (mode == "dlsym") {
+    load(api.init, handle, "cuInit");
+    load(api.alloc, handle, "cuMemAlloc_v2");
+    load(api.pitch, handle, "cuMemAllocPitch_v2");
+    load(api.managed, handle, "cuMemAllocManaged");
+    load(api.async, handle, "cuMemAllocAsync");
+    load(api.free, handle, "cuMemFree_v2");
+    load(api.create, handle, "cuMemCreate");
+    load(api.array, handle, "cuArrayCreate_v2");
+    load(api.info, handle, "cuMemGetInfo_v2");
+    load(api.launch, handle, "cuLaunchKernel");
+    return api;
+  }
+  using GetProc = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
+  auto getproc = reinterpret_cast<GetProc>(::dlsym(handle, "cuGetProcAddress_v2"));
+  // As the runtime does: ask the driver for cuGetProcAddress itself, then everything else.
+  void* self = nullptr;
+  int status = 0;
+  if (getproc("cuGetProcAddress", &self, 12000, 0, &status) == CUDA_SUCCESS) getproc = reinterpret_cast<GetProc>(self);
+  get(api.init, getproc, "cuInit");
+  get(api.alloc, getproc, "cuMemAlloc");
+  get(api.pitch, getproc, "cuMemAllocPitch");
+  get(api.managed, getproc, "cuMemAllocManaged");
+  get(api.async, getproc, "cuMemAllocAsync", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
+  get(api.free, getproc, "cuMemFree");
+  get(api.create, getproc, "cuMemCreate");
+  get(api.array, getproc, "cuArrayCreate");
+  get(api.info, getproc, "cuMemGetInfo");
+  get(api.launch, getproc, "cuLaunchKernel", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
+  return api;
+}
+
+const char* result(CUresult rc) {
+  return rc == CUDA_SUCCESS ? "ok" : rc == CUDA_ERROR_OUT_OF_MEMORY ? "oom" : rc == CUDA_ERROR_INVALID_VALUE ? "invalid" : "error";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: cuda_app direct|dlsym|getproc OP...\n");
+    return 2;
+  }
+  const Api api = bind(argv[1]);
+  std::printf("init %s\n", result(api.init(0)));
+  std::vector<CUdeviceptr> blocks;
+  for (int i = 2; i < argc; ++i) {
+    const std::string op = argv[i];
+    const auto colon = op.find(':');
+    const std::string name = op.substr(0, colon);
+    const std::string arg = colon == std::string::npos ? "" : op.substr(colon + 1);
+    const unsigned long long n = arg.empty() ? 0 : std::strtoull(arg.c_str(), nullptr, 10);
+    CUdeviceptr p = 0;
+    if (name == "alloc") {
+      const CUresult rc = api.alloc(&p, n);
+      if (rc == CUDA_SUCCESS) blocks.push_back(p);
+      std::printf("alloc %s\n", result(rc));
+    } else if (name == "async") {
+      const CUresult rc = api.async(&p, n, nullptr);
+      if (rc == CUDA_SUCCESS) blocks.push_back(p);
+      std::printf("async %s\n", result(rc));
+    } else if (name == "managed") {
+      const CUresult rc = api.managed(&p, n, 1);
+      if (rc == CUDA_SUCCESS) blocks.push_back(p);
+      std::printf("managed %s\n", result(rc));
+    } else if (name == "pitch") {
+      size_t pitch = 0;
+      const auto x = arg.find('x');
+      const CUresult rc = api.pitch(&p, &pitch, std::strtoull(arg.substr(0, x).c_str(), nullptr, 10),
+                                    std::strtoull(arg.substr(x + 1).c_str(), nullptr, 10), 4);
+      if (rc == CUDA_SUCCESS) blocks.push_back(p);
+      std::printf("pitch %s %zu\n", result(rc), pitch);
+    } else if (name == "create") {
+      CUmemGenericAllocationHandle h = 0;
+      std::printf("create %s\n", result(api.create(&h, n, nullptr, 0)));
+    } else if (name == "array") {
+      const auto x = arg.find('x');
+      CUDA_ARRAY_DESCRIPTOR d{std::strtoull(arg.substr(0, x).c_str(), nullptr, 10),
+                              std::strtoull(arg.substr(x + 1).c_str(), nullptr, 10), 0x20, 1};
+      CUarray a = nullptr;
+      std::printf("array %s\n", result(api.array(&a, &d)));
+    } else if (name == "free") {
+      std::printf("free %s\n", n < blocks.size() ? result(api.free(blocks[n])) : "bad-index");
+    } else if (name == "info") {
+      size_t free_bytes = 0;
+      size_t total_bytes = 0;
+      const CUresult rc = api.info(&free_bytes, &total_bytes);
+      std::printf("info %s free=%zu total=%zu\n", result(rc), free_bytes, total_bytes);
+    } else if (name == "launch") {
+      CUresult rc = CUDA_SUCCESS;
+      for (unsigned long long k = 0; k < n && rc == CUDA_SUCCESS; ++k) rc = api.launch(nullptr, 1, 1, 1, 1, 1, 1, 0, nullptr, nullptr, nullptr);
+      std::printf("launch %s\n", result(rc));
+    } else if (name == "sleep") {
+      std::this_thread::sleep_for(std::chrono::milliseconds(n));
+    } else if (name == "hold") {
+      std::fflush(stdout);
+      std::this_thread::sleep_for(std::chrono::hours(1));
+    } else {
+      std::printf("unknown op %s\n", op.c_str());
+      return 2;
+    }
+    std::fflush(stdout);
+  }
+  return 0;
+}

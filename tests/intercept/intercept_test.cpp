@@ -1,0 +1,126 @@
+// libvgpu-cuda.so under LD_PRELOAD, against the fake CUDA driver, reached by
+// direct linking, dlsym and cuGetProcAddress.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace {
+
+struct AppRun {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+const char* app(const std::string& mode) { return mode == "direct" ? CUDA_APP_LINKED_PATH : CUDA_APP_DLOPEN_PATH; }
+
+// Runs the app through /bin/sh with `env` (KEY=VALUE ...) and the preload.
+AppRun run(const std::string& mode, const std::string& ops, const std::string& env, bool preload = true) {
+  const auto dir = std::filesystem::temp_directory_path();
+  const std::string stem = "vgpu-intercept-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand());
+  const auto out = dir / (stem + ".out");
+  const auto err = dir / (stem + ".err");
+  std::string command = "env LD_LIBRARY_PATH=" + std::string(FAKE_CUDA_DIR) + " " + env;
+  if (preload) command += std::string(" LD_PRELOAD=") + VGPU_CUDA_PRELOAD;
+  command += std::string(" ") + app(mode) + " " + mode + " " + ops + " >" + out.string() + " 2>" + err.string();
+  const int status = std::system(command.c_str());
+  AppRun r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
+  return r;
+}
+
+class EveryWayIn : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EveryWayIn, PassThroughWhenUnconfigured) {
+  const AppRun r = run(GetParam(), "alloc:5000000000 info launch:100", "");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "init ok\nalloc ok\ninfo ok free=75000000000 total=80000000000\nlaunch ok\n");
+  EXPECT_EQ(r.err, "");
+}
+
+TEST_P(EveryWayIn, MemoryLimitIsEnforcedAndMemGetInfoShowsTheSlice) {
+  const AppRun r = run(GetParam(), "alloc:600000 alloc:600000 info free:0 alloc:600000 info launch:10",
+                    "VGPU_MEMORY_LIMIT=1000000");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "init ok\nalloc ok\nalloc oom\ninfo ok free=400000 total=1000000\nfree ok\nalloc ok\n"
+            "info ok free=400000 total=1000000\nlaunch ok\n");
+  EXPECT_NE(r.err.find("cuMemAlloc of 600000 bytes refused: 600000 of 1000000 in use"), std::string::npos) << r.err;
+}
+
+TEST_P(EveryWayIn, EveryAllocationPathIsAdmitted) {
+  const AppRun r = run(GetParam(), "async:300000 managed:300000 create:300000 alloc:200000 array:1000x1000 pitch:500x100 pitch:1000x100",
+                    "VGPU_MEMORY_LIMIT=1000000 VGPU_LOG_LEVEL=error");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // 300000 x 3 admitted; the fourth 200000 is over; a 4 MB float array is over; a 500-byte-wide pitch
+  // allocation fits once padded to 512 (51200); a 1000-byte-wide one (102400 padded) does not fit, and
+  // the driver is never asked for it, so there is no pitch to report.
+  EXPECT_EQ(r.out, "init ok\nasync ok\nmanaged ok\ncreate ok\nalloc oom\narray oom\npitch ok 512\npitch oom 0\n");
+}
+
+INSTANTIATE_TEST_SUITE_P(Intercept, EveryWayIn, ::testing::Values("direct", "dlsym", "getproc"));
+
+TEST(Intercept, WithoutThePreloadThereIsNoLimit) {
+  const AppRun r = run("direct", "alloc:600000 alloc:600000", "VGPU_MEMORY_LIMIT=1000000", false);
+  EXPECT_EQ(r.out, "init ok\nalloc ok\nalloc ok\n");
+}
+
+TEST(Intercept, BadConfigurationFailsLoudlyNotSilentlyUnlimited) {
+  AppRun r = run("getproc", "alloc:1000", "VGPU_MEMORY_LIMIT='20 gigs'");
+  EXPECT_EQ(r.out, "init invalid\nalloc invalid\n");
+  EXPECT_NE(r.err.find("VGPU_MEMORY_LIMIT='20 gigs' is not a positive byte count"), std::string::npos) << r.err;
+  r = run("direct", "alloc:1000", "VGPU_COMPUTE_SHARE=1.5");
+  EXPECT_EQ(r.out, "init invalid\nalloc invalid\n");
+  EXPECT_NE(r.err.find("VGPU_COMPUTE_SHARE='1.5' is not a share"), std::string::npos) << r.err;
+}
+
+TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
+  const std::string shm = "/vgpu-intercept-test-" + std::to_string(::getpid());
+  const std::string env = "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + shm + " VGPU_LOG_LEVEL=error";
+  // Process A takes 700 KB and keeps it.
+  const std::string hold_out = std::filesystem::temp_directory_path() / ("vgpu-hold-" + std::to_string(::getpid()));
+  const pid_t holder = ::fork();
+  if (holder == 0) {
+    const std::string command = "exec env LD_LIBRARY_PATH=" + std::string(FAKE_CUDA_DIR) + " " + env +
+                                " LD_PRELOAD=" + VGPU_CUDA_PRELOAD + " " + CUDA_APP_LINKED_PATH +
+                                " direct alloc:700000 hold >" + hold_out;
+    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  for (int i = 0; i < 200 && slurp(hold_out).find("alloc ok") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_NE(slurp(hold_out).find("alloc ok"), std::string::npos);
+  // Process B sees the other's use: the vGPU's limit is for all its processes.
+  AppRun b = run("getproc", "info alloc:500000 alloc:300000", env);
+  EXPECT_EQ(b.out, "init ok\ninfo ok free=300000 total=1000000\nalloc oom\nalloc ok\n");
+  // A dies without freeing (SIGKILL): its 700 KB comes back to the next process.
+  ::kill(holder, SIGKILL);
+  ::waitpid(holder, nullptr, 0);
+  AppRun c = run("dlsym", "alloc:900000 info", env);
+  EXPECT_EQ(c.out, "init ok\nalloc ok\ninfo ok free=100000 total=1000000\n");
+  // Normal exits gave their share back: a fresh process starts from zero.
+  AppRun d = run("direct", "info", env);
+  EXPECT_EQ(d.out, "init ok\ninfo ok free=1000000 total=1000000\n");
+  ::shm_unlink(shm.c_str());
+  std::filesystem::remove(hold_out);
+}
+
+}  // namespace

@@ -12,6 +12,7 @@
 
 #include <apt/vgpu/intercept/abi.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdarg>
@@ -24,8 +25,10 @@
 #include <pthread.h>
 #include <string>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 #include <unordered_map>
+#include <vector>
 
 #define VGPU_EXPORT __attribute__((visibility("default")))
 
@@ -39,8 +42,11 @@ struct Config {
   bool broken = false;       // configuration invalid: refuse CUDA calls
   bool memory_limited = false;
   std::uint64_t memory_limit = 0;
-  double compute_share = 0;  // parsed and validated; pacing is not enforced yet
+  bool pacing = false;       // a compute share applies
+  double compute_share = 0;
+  bool burst = false;        // may use idle GPU time beyond the share
   std::string shm_name;
+  std::string gpu_uuid;
   std::string id = "vgpu";
   Level level = Level::notice;
 };
@@ -196,6 +202,224 @@ bool open_region() {
   return true;
 }
 
+
+// ---- compute pacing -----------------------------------------------------------------
+// Launches are held while the slice has used more GPU time than its share over
+// a 100 ms window. GPU time is measured, not counted: an event is recorded on
+// the launch's stream just before and just after each kernel, and the elapsed
+// time between them (when both have completed) is drawn from a token bucket
+// shared by all the slice's processes. The bucket refills at `share` GPU-ns per
+// wall-ns, up to share x window (so a slice idle for a while can run a short
+// burst at full speed).
+using EventCreateFn = CUresult (*)(CUevent*, unsigned int);
+using EventRecordFn = CUresult (*)(CUevent, CUstream);
+using EventQueryFn = CUresult (*)(CUevent);
+using EventElapsedFn = CUresult (*)(float*, CUevent, CUevent);
+
+constexpr std::int64_t kWindowNs = 100'000'000;
+constexpr std::size_t kMaxInFlight = 32;
+
+struct Pacer {
+  EventCreateFn create = nullptr;
+  EventRecordFn record = nullptr;
+  EventRecordFn record_ptsz = nullptr;
+  EventQueryFn query = nullptr;
+  EventQueryFn synchronize = nullptr;
+  EventElapsedFn elapsed = nullptr;
+  std::mutex mutex;
+  std::vector<CUevent> spare;
+  std::vector<std::pair<CUevent, CUevent>> in_flight;  // oldest first
+  std::size_t head = 0;                                // first live entry of in_flight
+  vgpu_gpu_region* gpu = nullptr;                      // the slices sharing this GPU
+  std::uint64_t key = 0;
+  vgpu_gpu_slot* my_gpu_slot = nullptr;
+  std::int64_t used_since_publish = 0;
+  std::int64_t last_publish_ns = 0;
+  double usage = 0;
+};
+
+Pacer g_pacer;
+thread_local bool t_ptsz = false;  // the current hook is a per-thread-default-stream variant
+
+std::int64_t monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::int64_t budget_cap() { return static_cast<std::int64_t>(g_config.compute_share * kWindowNs); }
+
+void refill(std::int64_t now) {
+  std::int64_t last = __atomic_load_n(&g_region->gpu_refill_ns, __ATOMIC_ACQUIRE);
+  if (last == 0) {
+    // First process of the slice: start with a full bucket.
+    if (__atomic_compare_exchange_n(&g_region->gpu_refill_ns, &last, now, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      __atomic_store_n(&g_region->gpu_budget_ns, budget_cap(), __ATOMIC_RELEASE);
+    }
+    return;
+  }
+  if (now <= last) return;
+  if (!__atomic_compare_exchange_n(&g_region->gpu_refill_ns, &last, now, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    return;  // another thread or process refilled
+  }
+  const auto add = static_cast<std::int64_t>(g_config.compute_share * static_cast<double>(now - last));
+  std::int64_t budget = __atomic_add_fetch(&g_region->gpu_budget_ns, add, __ATOMIC_ACQ_REL);
+  while (budget > budget_cap() &&
+         !__atomic_compare_exchange_n(&g_region->gpu_budget_ns, &budget, budget_cap(), true, __ATOMIC_ACQ_REL,
+                                      __ATOMIC_ACQUIRE)) {
+  }
+}
+
+// Draws the GPU time of finished kernels from the bucket. Called with the pacer's mutex held.
+void harvest(bool wait_for_oldest) {
+  Pacer& p = g_pacer;
+  while (p.head < p.in_flight.size()) {
+    auto [start, end] = p.in_flight[p.head];
+    if (wait_for_oldest) {
+      (void)p.synchronize(end);
+      wait_for_oldest = false;
+    } else if (p.query(end) != CUDA_SUCCESS) {
+      break;
+    }
+    float ms = 0;
+    if (p.elapsed(&ms, start, end) == CUDA_SUCCESS && ms > 0) {
+      const auto ns = static_cast<std::int64_t>(static_cast<double>(ms) * 1e6);
+      __atomic_fetch_sub(&g_region->gpu_budget_ns, ns, __ATOMIC_ACQ_REL);
+      __atomic_fetch_add(&g_region->gpu_time_ns, static_cast<std::uint64_t>(ns), __ATOMIC_ACQ_REL);
+      p.used_since_publish += ns;
+    }
+    p.spare.push_back(start);
+    p.spare.push_back(end);
+    ++p.head;
+  }
+  if (p.head == p.in_flight.size()) {
+    p.in_flight.clear();
+    p.head = 0;
+  }
+  // Publish recent use (a moving average over about one window) for burst decisions.
+  const std::int64_t now = monotonic_ns();
+  if (p.my_gpu_slot != nullptr && now - p.last_publish_ns >= 10'000'000) {
+    const double dt = static_cast<double>(now - p.last_publish_ns);
+    const double rate = p.last_publish_ns == 0 ? 0.0 : static_cast<double>(p.used_since_publish) / dt;
+    const double alpha = std::min(1.0, dt / static_cast<double>(kWindowNs));
+    p.usage = p.usage * (1.0 - alpha) + rate * alpha;
+    __atomic_store_n(&p.my_gpu_slot->usage_milli, static_cast<std::uint32_t>(std::clamp(p.usage, 0.0, 1.0) * 1000), __ATOMIC_RELEASE);
+    p.used_since_publish = 0;
+    p.last_publish_ns = now;
+  }
+}
+
+// Burst is allowed while no other slice on the GPU is short of its share: one
+// that wants time (launched within 20 ms), is not being held back by its own
+// share, and uses less than it. Slices at their cap or idle leave time unused.
+bool another_slice_is_short(std::int64_t now) {
+  if (g_pacer.gpu == nullptr) return true;  // cannot see the others: do not burst
+  constexpr std::int64_t kRecent = 20'000'000;
+  for (const vgpu_gpu_slot& s : g_pacer.gpu->slots) {
+    const std::uint64_t key = __atomic_load_n(&s.key, __ATOMIC_ACQUIRE);
+    if (key == 0 || key == g_pacer.key) continue;
+    if (now - __atomic_load_n(&s.last_demand_ns, __ATOMIC_ACQUIRE) >= kRecent) continue;        // idle
+    if (now - __atomic_load_n(&s.last_throttled_ns, __ATOMIC_ACQUIRE) < kRecent) continue;      // at its cap
+    const std::uint32_t share = __atomic_load_n(&s.share_milli, __ATOMIC_ACQUIRE);
+    const std::uint32_t usage = __atomic_load_n(&s.usage_milli, __ATOMIC_ACQUIRE);
+    if (usage + 50 < share) return true;
+  }
+  return false;
+}
+
+void mark(std::int64_t vgpu_gpu_slot::*field, std::int64_t now) {
+  if (g_pacer.my_gpu_slot != nullptr) __atomic_store_n(&(g_pacer.my_gpu_slot->*field), now, __ATOMIC_RELEASE);
+}
+
+CUevent take_event() {
+  Pacer& p = g_pacer;
+  if (!p.spare.empty()) {
+    CUevent e = p.spare.back();
+    p.spare.pop_back();
+    return e;
+  }
+  CUevent e = nullptr;
+  return p.create(&e, 0) == CUDA_SUCCESS ? e : nullptr;
+}
+
+// Waits for budget, runs `launch`, and brackets it with timing events.
+template <class Launch>
+CUresult paced(CUstream stream, Launch&& launch) {
+  Pacer& p = g_pacer;
+  std::unique_lock lock(p.mutex);
+  harvest(false);
+  while (true) {
+    const std::int64_t now = monotonic_ns();
+    mark(&vgpu_gpu_slot::last_demand_ns, now);
+    refill(now);
+    const std::int64_t budget = __atomic_load_n(&g_region->gpu_budget_ns, __ATOMIC_ACQUIRE);
+    if (budget >= 0 || (g_config.burst && !another_slice_is_short(now))) break;
+    mark(&vgpu_gpu_slot::last_throttled_ns, now);
+    // Sleep about as long as the bucket needs to climb back to zero.
+    const auto wait = static_cast<std::int64_t>(static_cast<double>(-budget) / g_config.compute_share);
+    lock.unlock();
+    timespec ts{0, static_cast<long>(std::clamp<std::int64_t>(wait, 50'000, 5'000'000))};
+    ::nanosleep(&ts, nullptr);
+    lock.lock();
+    harvest(false);
+  }
+  if (p.in_flight.size() - p.head >= kMaxInFlight) harvest(true);  // bound unmeasured work
+  EventRecordFn record = t_ptsz && p.record_ptsz != nullptr ? p.record_ptsz : p.record;
+  CUevent start = take_event();
+  CUevent end = take_event();
+  if (start == nullptr || end == nullptr) return launch();  // no events: run unmeasured
+  (void)record(start, stream);
+  const CUresult rc = launch();
+  (void)record(end, stream);
+  p.in_flight.emplace_back(start, end);
+  return rc;
+}
+
+std::uint64_t hash_name(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ULL;  // FNV-1a
+  for (char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  return h == 0 ? 1 : h;
+}
+
+bool init_pacing() {
+  Pacer& p = g_pacer;
+  if (g_libcuda == nullptr) return true;  // no driver: hooks report NOT_INITIALIZED anyway
+  DlsymFn lookup = real_dlsym();
+  p.create = reinterpret_cast<EventCreateFn>(lookup(g_libcuda, "cuEventCreate"));
+  p.record = reinterpret_cast<EventRecordFn>(lookup(g_libcuda, "cuEventRecord"));
+  p.record_ptsz = reinterpret_cast<EventRecordFn>(lookup(g_libcuda, "cuEventRecord_ptsz"));
+  p.query = reinterpret_cast<EventQueryFn>(lookup(g_libcuda, "cuEventQuery"));
+  p.synchronize = reinterpret_cast<EventQueryFn>(lookup(g_libcuda, "cuEventSynchronize"));
+  p.elapsed = reinterpret_cast<EventElapsedFn>(lookup(g_libcuda, "cuEventElapsedTime_v2"));
+  if (p.elapsed == nullptr) p.elapsed = reinterpret_cast<EventElapsedFn>(lookup(g_libcuda, "cuEventElapsedTime"));
+  if (p.create == nullptr || p.record == nullptr || p.query == nullptr || p.synchronize == nullptr || p.elapsed == nullptr) {
+    log(Level::error, "the driver lacks the event API needed to pace launches; refusing CUDA calls");
+    return false;
+  }
+  if (!g_config.gpu_uuid.empty()) {
+    const std::string name = "/vgpu-gpu-" + g_config.gpu_uuid;
+    const int fd = ::shm_open(name.c_str(), O_CREAT | O_RDWR, 0600);
+    if (fd >= 0 && ::ftruncate(fd, sizeof(vgpu_gpu_region)) == 0) {
+      void* m = ::mmap(nullptr, sizeof(vgpu_gpu_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (m != MAP_FAILED) p.gpu = static_cast<vgpu_gpu_region*>(m);
+    }
+    if (fd >= 0) ::close(fd);
+  }
+  if (p.gpu != nullptr) {
+    p.key = hash_name(g_config.shm_name.empty() ? std::to_string(::getpid()) : g_config.shm_name);
+    for (vgpu_gpu_slot& s : p.gpu->slots) {
+      std::uint64_t expected = 0;
+      if (__atomic_load_n(&s.key, __ATOMIC_ACQUIRE) == p.key ||
+          __atomic_compare_exchange_n(&s.key, &expected, p.key, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        p.my_gpu_slot = &s;
+        __atomic_store_n(&s.share_milli, static_cast<std::uint32_t>(g_config.compute_share * 1000), __ATOMIC_RELEASE);
+        break;
+      }
+    }
+  }
+  return true;
+}
+
 void init() {
   Config& c = g_config;
   if (const char* level = std::getenv(VGPU_ENV_LOG_LEVEL)) {
@@ -220,12 +444,18 @@ void init() {
       c.broken = true;
       log(Level::error, "%s='%s' is not a share in (0, 1]; refusing CUDA calls", VGPU_ENV_COMPUTE_SHARE, share);
     } else {
-      log(Level::info, "compute share %.3f recorded; launch pacing is not enforced by this build", c.compute_share);
+      c.pacing = c.compute_share < 1.0;  // a whole GPU needs no pacing
     }
   }
-  c.configured = c.memory_limited || c.broken;
+  if (const char* burst = std::getenv(VGPU_ENV_BURST)) c.burst = std::string(burst) == "1";
+  if (const char* uuid = std::getenv(VGPU_ENV_GPU_UUID)) c.gpu_uuid = uuid;
+  c.configured = c.memory_limited || c.pacing || c.broken;
   resolve_real();
-  if (c.memory_limited && !open_region()) c.broken = true;
+  if ((c.memory_limited || c.pacing) && !c.broken && !open_region()) c.broken = true;
+  if (c.pacing && !c.broken && !init_pacing()) c.broken = true;
+  if (c.pacing && !c.broken) {
+    log(Level::info, "compute share %.3f%s", c.compute_share, c.burst ? " (burst into idle time allowed)" : "");
+  }
   if (c.memory_limited && !c.broken) {
     log(Level::info, "memory limit %llu bytes (region %s)", static_cast<unsigned long long>(g_region->memory_limit),
         c.shm_name.empty() ? "private" : c.shm_name.c_str());
@@ -449,24 +679,36 @@ CUresult do_cuMemGetInfo_v2(decltype(g_real.cuMemGetInfo_v2) real, size_t* free_
   if (free_bytes != nullptr && left < *free_bytes) *free_bytes = static_cast<size_t>(left);
   return rc;
 }
-// Launches: no limit applies yet (pacing is future work), so they are a
-// pass-through with no allocation or lock on the path.
+// Launches: a pass-through unless the slice has a compute share (then paced);
+// no allocation or lock on the path without one.
 CUresult do_cuLaunchKernel(decltype(g_real.cuLaunchKernel) real, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                            unsigned bx, unsigned by, unsigned bz, unsigned shared, CUstream s, void** params,
                            void** extra) {
-  return pass(real, [&] { return real(f, gx, gy, gz, bx, by, bz, shared, s, params, extra); });
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (!g_config.pacing) return real(f, gx, gy, gz, bx, by, bz, shared, s, params, extra);
+  return paced(s, [&] { return real(f, gx, gy, gz, bx, by, bz, shared, s, params, extra); });
 }
 CUresult do_cuLaunchKernelEx(decltype(g_real.cuLaunchKernelEx) real, const CUlaunchConfig* config, CUfunction f,
                              void** params, void** extra) {
-  return pass(real, [&] { return real(config, f, params, extra); });
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (!g_config.pacing) return real(config, f, params, extra);
+  return paced(config != nullptr ? config->hStream : nullptr, [&] { return real(config, f, params, extra); });
 }
 CUresult do_cuLaunchCooperativeKernel(decltype(g_real.cuLaunchCooperativeKernel) real, CUfunction f, unsigned gx,
                                       unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                                       unsigned shared, CUstream s, void** params) {
-  return pass(real, [&] { return real(f, gx, gy, gz, bx, by, bz, shared, s, params); });
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (!g_config.pacing) return real(f, gx, gy, gz, bx, by, bz, shared, s, params);
+  return paced(s, [&] { return real(f, gx, gy, gz, bx, by, bz, shared, s, params); });
 }
 CUresult do_cuGraphLaunch(decltype(g_real.cuGraphLaunch) real, CUgraphExec graph, CUstream s) {
-  return pass(real, [&] { return real(graph, s); });
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (!g_config.pacing) return real(graph, s);
+  return paced(s, [&] { return real(graph, s); });
 }
 
 }  // namespace
@@ -481,7 +723,10 @@ extern "C" {
   }                                                                                      \
   VGPU_EXPORT ret sym##_ptsz params {                                                    \
     ensure_init();                                                                       \
-    return do_##sym(g_real.sym##_ptsz, VGPU_UNPACK args);                                \
+    t_ptsz = true;                                                                       \
+    const ret rc = do_##sym(g_real.sym##_ptsz, VGPU_UNPACK args);                        \
+    t_ptsz = false;                                                                      \
+    return rc;                                                                           \
   }
 #define VGPU_UNPACK(...) __VA_ARGS__
 VGPU_CUDA_HOOKS(VGPU_DEFINE_HOOK)

@@ -7,11 +7,15 @@
 // and runs the operations given as arguments, printing one line each:
 //   alloc:BYTES   free:INDEX   async:BYTES   managed:BYTES   pitch:WxH   create:BYTES
 //   array:WxH     info         launch:N      sleep:MS        hold (sleep forever)
+//   busy:MS:US    launch US-microsecond kernels for MS milliseconds (synchronising
+//                 every 8, as a training loop does each step) and print the share
+//                 of wall time the GPU ran this process's kernels
 #include "../../src/intercept/cuda_driver_api.h"
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
 #include <dlfcn.h>
 #include <string>
@@ -31,6 +35,7 @@ CUresult cuArrayCreate_v2(CUarray*, const CUDA_ARRAY_DESCRIPTOR*);
 CUresult cuMemGetInfo_v2(size_t*, size_t*);
 CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
                         void**, void**);
+CUresult cuStreamSynchronize(CUstream);
 }
 #endif
 
@@ -48,6 +53,7 @@ struct Api {
   CUresult (*info)(size_t*, size_t*) = nullptr;
   CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
                      void**, void**) = nullptr;
+  CUresult (*sync)(CUstream) = nullptr;
 };
 
 template <class F>
@@ -67,7 +73,7 @@ Api bind(const std::string& mode) {
   if (mode == "direct") {
 #ifdef CUDA_APP_LINKED
     api = Api{&cuInit, &cuMemAlloc_v2, &cuMemAllocPitch_v2, &cuMemAllocManaged, &cuMemAllocAsync, &cuMemFree_v2,
-              &cuMemCreate, &cuArrayCreate_v2, &cuMemGetInfo_v2, &cuLaunchKernel};
+              &cuMemCreate, &cuArrayCreate_v2, &cuMemGetInfo_v2, &cuLaunchKernel, &cuStreamSynchronize};
     return api;
 #else
     std::printf("this build is not linked against libcuda; use dlsym or getproc\n");
@@ -90,6 +96,7 @@ Api bind(const std::string& mode) {
     load(api.array, handle, "cuArrayCreate_v2");
     load(api.info, handle, "cuMemGetInfo_v2");
     load(api.launch, handle, "cuLaunchKernel");
+    load(api.sync, handle, "cuStreamSynchronize");
     return api;
   }
   using GetProc = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
@@ -108,6 +115,7 @@ Api bind(const std::string& mode) {
   get(api.array, getproc, "cuArrayCreate");
   get(api.info, getproc, "cuMemGetInfo");
   get(api.launch, getproc, "cuLaunchKernel", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
+  get(api.sync, getproc, "cuStreamSynchronize");
   return api;
 }
 
@@ -171,6 +179,23 @@ int main(int argc, char** argv) {
       CUresult rc = CUDA_SUCCESS;
       for (unsigned long long k = 0; k < n && rc == CUDA_SUCCESS; ++k) rc = api.launch(nullptr, 1, 1, 1, 1, 1, 1, 0, nullptr, nullptr, nullptr);
       std::printf("launch %s\n", result(rc));
+    } else if (name == "busy") {
+      const auto second = arg.find(':');
+      const auto wall = std::chrono::milliseconds(std::strtoull(arg.substr(0, second).c_str(), nullptr, 10));
+      std::uint64_t us = std::strtoull(arg.substr(second + 1).c_str(), nullptr, 10);
+      void* params[] = {&us};
+      const auto start = std::chrono::steady_clock::now();
+      unsigned long long kernels = 0;
+      CUresult rc = CUDA_SUCCESS;
+      while (rc == CUDA_SUCCESS && std::chrono::steady_clock::now() - start < wall) {
+        rc = api.launch(nullptr, 1, 1, 1, 1, 1, 1, 0, nullptr, params, nullptr);
+        if (++kernels % 8 == 0) api.sync(nullptr);
+      }
+      api.sync(nullptr);
+      const double elapsed_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      const double gpu_ms = static_cast<double>(kernels) * static_cast<double>(us) / 1000.0;
+      std::printf("busy %s kernels=%llu gpu_ms=%.1f wall_ms=%.1f share=%.3f\n", result(rc), kernels, gpu_ms, elapsed_ms,
+                  gpu_ms / elapsed_ms);
     } else if (name == "sleep") {
       std::this_thread::sleep_for(std::chrono::milliseconds(n));
     } else if (name == "hold") {

@@ -1,15 +1,29 @@
 // A fake libcuda.so.1 for the interception tests: the driver entry points the
 // interposer hooks, with simulated device memory (FAKE_CUDA_MEMORY bytes,
-// default 80 GB) and kernels that do nothing. cuGetProcAddress and
+// default 80 GB) and a simulated device that runs kernels one at a time. A
+// kernel takes the microseconds its first parameter points to (a uint64_t);
+// launches return at once and the work runs on the device's timeline.
+// Processes that set the same FAKE_CUDA_DEVICE share one timeline (a POSIX
+// shm object), so they contend for the device as on a real GPU. Events are
+// stamped when the device reaches them: an event recorded just before a
+// kernel carries that kernel's start time. cuGetProcAddress and
 // cuGetProcAddress_v2 resolve names the way the real driver does (base name +
 // CUDA version -> versioned symbol, per-thread-stream flag -> _ptsz).
 #include "../../src/intercept/cuda_driver_api.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
+#include <fcntl.h>
 #include <mutex>
+#include <string>
+#include <sys/mman.h>
+#include <thread>
+#include <unistd.h>
 #include <unordered_map>
+#include <vector>
 
 namespace {
 
@@ -18,6 +32,83 @@ std::unordered_map<unsigned long long, std::size_t> g_allocations;
 unsigned long long g_next = 0x10000;
 std::size_t g_used = 0;
 std::atomic<unsigned long long> g_launches{0};
+
+// ---- the simulated device timeline ----
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+struct Timeline {
+  std::int64_t busy_until = 0;  // device time at which all enqueued kernels are done
+};
+
+Timeline* timeline() {
+  static Timeline* t = [] {
+    const char* name = std::getenv("FAKE_CUDA_DEVICE");
+    if (name == nullptr || *name == '\0') return new Timeline();
+    const std::string shm = std::string("/fake-cuda-") + name;
+    const int fd = ::shm_open(shm.c_str(), O_CREAT | O_RDWR, 0600);
+    if (fd < 0 || ::ftruncate(fd, sizeof(Timeline)) != 0) return new Timeline();
+    void* p = ::mmap(nullptr, sizeof(Timeline), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    return p == MAP_FAILED ? new Timeline() : static_cast<Timeline*>(p);
+  }();
+  return t;
+}
+
+struct FakeEvent {
+  std::int64_t time = 0;
+  bool pending = false;  // recorded; stamped when the stream's next kernel starts
+  bool recorded = false;
+  CUstream stream = nullptr;
+};
+
+std::mutex g_stream_mutex;
+std::unordered_map<CUstream, std::int64_t> g_stream_ready;           // when each stream's work is done
+std::unordered_map<CUstream, std::vector<FakeEvent*>> g_pending;     // events waiting for the next kernel
+
+// Enqueues `duration_ns` of work on `stream`; returns its (start, end).
+std::pair<std::int64_t, std::int64_t> enqueue(CUstream stream, std::int64_t duration_ns) {
+  std::lock_guard lock(g_stream_mutex);
+  const std::int64_t ready = std::max(now_ns(), g_stream_ready[stream]);
+  Timeline* t = timeline();
+  std::int64_t busy = __atomic_load_n(&t->busy_until, __ATOMIC_ACQUIRE);
+  std::int64_t start = 0;
+  do {
+    start = std::max(ready, busy);
+  } while (!__atomic_compare_exchange_n(&t->busy_until, &busy, start + duration_ns, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE));
+  g_stream_ready[stream] = start + duration_ns;
+  for (FakeEvent* e : g_pending[stream]) {
+    e->time = start;
+    e->pending = false;
+  }
+  g_pending[stream].clear();
+  return {start, start + duration_ns};
+}
+
+std::int64_t kernel_ns(void** params) {
+  if (params == nullptr || params[0] == nullptr) return 0;
+  return static_cast<std::int64_t>(*static_cast<const std::uint64_t*>(params[0])) * 1000;
+}
+
+CUresult launch(CUstream stream, void** params) {
+  g_launches.fetch_add(1, std::memory_order_relaxed);
+  (void)enqueue(stream, kernel_ns(params));
+  return CUDA_SUCCESS;
+}
+
+// An event still waiting for a kernel is reached when the stream's earlier work is done.
+std::int64_t event_time(FakeEvent* e) {
+  std::lock_guard lock(g_stream_mutex);
+  if (e->pending) return std::max(e->time, g_stream_ready[e->stream]);
+  return e->time;
+}
+
+void sleep_until(std::int64_t t) {
+  const std::int64_t wait = t - now_ns();
+  if (wait > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(wait));
+}
 
 std::size_t capacity() {
   const char* env = std::getenv("FAKE_CUDA_MEMORY");
@@ -89,27 +180,75 @@ CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total_bytes) {
   *free_bytes = capacity() - g_used;
   return CUDA_SUCCESS;
 }
-CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
-                        void**, void**) {
-  g_launches.fetch_add(1, std::memory_order_relaxed);
-  return CUDA_SUCCESS;
+CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream s,
+                        void** params, void**) {
+  return launch(s, params);
 }
 CUresult cuLaunchKernel_ptsz(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                             CUstream, void**, void**) {
-  g_launches.fetch_add(1, std::memory_order_relaxed);
-  return CUDA_SUCCESS;
+                             CUstream s, void** params, void**) {
+  return launch(s, params);
 }
-CUresult cuLaunchKernelEx(const CUlaunchConfig*, CUfunction, void**, void**) {
-  g_launches.fetch_add(1, std::memory_order_relaxed);
-  return CUDA_SUCCESS;
+CUresult cuLaunchKernelEx(const CUlaunchConfig* config, CUfunction, void** params, void**) {
+  return launch(config != nullptr ? config->hStream : nullptr, params);
 }
 CUresult cuLaunchCooperativeKernel(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                                   CUstream, void**) {
-  g_launches.fetch_add(1, std::memory_order_relaxed);
+                                   CUstream s, void** params) {
+  return launch(s, params);
+}
+CUresult cuGraphLaunch(CUgraphExec, CUstream s) { return launch(s, nullptr); }
+
+CUresult cuEventCreate(CUevent* e, unsigned int) {
+  *e = reinterpret_cast<CUevent>(new FakeEvent());
   return CUDA_SUCCESS;
 }
-CUresult cuGraphLaunch(CUgraphExec, CUstream) {
-  g_launches.fetch_add(1, std::memory_order_relaxed);
+CUresult cuEventDestroy_v2(CUevent e) {
+  auto* fe = reinterpret_cast<FakeEvent*>(e);
+  std::lock_guard lock(g_stream_mutex);
+  if (fe->pending) {
+    auto& list = g_pending[fe->stream];
+    list.erase(std::remove(list.begin(), list.end(), fe), list.end());
+  }
+  delete fe;
+  return CUDA_SUCCESS;
+}
+CUresult cuEventRecord(CUevent e, CUstream s) {
+  auto* fe = reinterpret_cast<FakeEvent*>(e);
+  std::lock_guard lock(g_stream_mutex);
+  if (fe->pending) {
+    auto& list = g_pending[fe->stream];
+    list.erase(std::remove(list.begin(), list.end(), fe), list.end());
+  }
+  fe->stream = s;
+  fe->recorded = true;
+  fe->pending = true;
+  fe->time = std::max(now_ns(), g_stream_ready[s]);
+  g_pending[s].push_back(fe);
+  return CUDA_SUCCESS;
+}
+CUresult cuEventRecord_ptsz(CUevent e, CUstream s) { return cuEventRecord(e, s); }
+CUresult cuEventQuery(CUevent e) {
+  auto* fe = reinterpret_cast<FakeEvent*>(e);
+  return event_time(fe) <= now_ns() ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+}
+CUresult cuEventSynchronize(CUevent e) {
+  sleep_until(event_time(reinterpret_cast<FakeEvent*>(e)));
+  return CUDA_SUCCESS;
+}
+CUresult cuEventElapsedTime_v2(float* ms, CUevent start, CUevent end) {
+  const std::int64_t a = event_time(reinterpret_cast<FakeEvent*>(start));
+  const std::int64_t b = event_time(reinterpret_cast<FakeEvent*>(end));
+  if (b > now_ns() || a > now_ns()) return CUDA_ERROR_NOT_READY;
+  *ms = static_cast<float>(static_cast<double>(b - a) / 1e6);
+  return CUDA_SUCCESS;
+}
+CUresult cuEventElapsedTime(float* ms, CUevent start, CUevent end) { return cuEventElapsedTime_v2(ms, start, end); }
+CUresult cuStreamSynchronize(CUstream s) {
+  std::int64_t ready = 0;
+  {
+    std::lock_guard lock(g_stream_mutex);
+    ready = g_stream_ready[s];
+  }
+  sleep_until(ready);
   return CUDA_SUCCESS;
 }
 // Test control: launches seen by the driver (to check hooks pass them through).
@@ -143,6 +282,11 @@ static const Entry kEntries[] = {
     {"cuLaunchKernelEx", "cuLaunchKernelEx", FAKE_FN(cuLaunchKernelEx), nullptr},
     {"cuLaunchCooperativeKernel", "cuLaunchCooperativeKernel", FAKE_FN(cuLaunchCooperativeKernel), nullptr},
     {"cuGraphLaunch", "cuGraphLaunch", FAKE_FN(cuGraphLaunch), nullptr},
+    {"cuEventCreate", "cuEventCreate", FAKE_FN(cuEventCreate), nullptr},
+    {"cuEventRecord", "cuEventRecord", FAKE_FN(cuEventRecord), FAKE_FN(cuEventRecord_ptsz)},
+    {"cuEventQuery", "cuEventQuery", FAKE_FN(cuEventQuery), nullptr},
+    {"cuEventElapsedTime", "cuEventElapsedTime_v2", FAKE_FN(cuEventElapsedTime_v2), nullptr},
+    {"cuStreamSynchronize", "cuStreamSynchronize", FAKE_FN(cuStreamSynchronize), nullptr},
 };
 
 CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int cuda_version, cuuint64_t flags,

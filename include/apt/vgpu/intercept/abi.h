@@ -57,7 +57,34 @@ struct vgpu_shm_region {
   uint64_t used_bytes;    /* all processes together */
   uint32_t reclaim_lock;  /* 0 free, 1 held (spin) */
   uint32_t reserved;
+  /* Compute pacing: a token bucket of GPU time shared by the slice's processes.
+     It refills at compute_share GPU-ns per wall-ns up to share x window and is
+     drawn down by the measured GPU time of finished kernels. */
+  int64_t gpu_budget_ns;
+  int64_t gpu_refill_ns;  /* CLOCK_MONOTONIC of the last refill; 0 before the first */
+  uint64_t gpu_time_ns;   /* GPU time used, cumulative */
   struct vgpu_shm_slot slots[VGPU_SHM_SLOTS];
+};
+
+/*
+ * One region per physical GPU ("/vgpu-gpu-<uuid>") where every slice that
+ * paces its launches publishes its share, its recent use and when it last
+ * wanted GPU time or was held back. A slice in burst mode (VGPU_BURST=1) may
+ * run beyond its share while no other slice on the GPU is short: wanting time
+ * (within 20 ms), not held back by its own share, and using less than it.
+ */
+#define VGPU_GPU_SLOTS 64
+struct vgpu_gpu_slot {
+  uint64_t key;              /* hash of the slice's shm name; 0: free */
+  int64_t last_demand_ns;    /* CLOCK_MONOTONIC of its last launch */
+  int64_t last_throttled_ns; /* when it was last held back by its share */
+  uint32_t share_milli;      /* its compute share, thousandths */
+  uint32_t usage_milli;      /* its recent GPU use, thousandths (moving average) */
+};
+struct vgpu_gpu_region {
+  uint32_t magic;
+  uint32_t reserved;
+  struct vgpu_gpu_slot slots[VGPU_GPU_SLOTS];
 };
 
 #endif /* APT_VGPU_INTERCEPT_ABI_H */

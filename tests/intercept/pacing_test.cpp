@@ -1,0 +1,99 @@
+// Compute pacing of libvgpu-cuda.so on the fake CUDA driver, whose simulated
+// device runs kernels one at a time; processes given the same FAKE_CUDA_DEVICE
+// share it. Each run is a few seconds of simulated load; shares are checked
+// within +-5 points.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <sys/mman.h>
+#include <unistd.h>
+
+namespace {
+
+std::string unique(const std::string& what) { return what + "-" + std::to_string(::getpid()); }
+
+std::string command(const std::string& env, const std::string& out) {
+  return "env LD_LIBRARY_PATH=" + std::string(FAKE_CUDA_DIR) + " LD_PRELOAD=" + VGPU_CUDA_PRELOAD + " " + env + " " +
+         CUDA_APP_DLOPEN_PATH + " getproc busy:2000:1000 >" + out + " 2>&1";
+}
+
+double share_in(const std::string& path) {
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  const auto at = text.find("share=");
+  EXPECT_NE(at, std::string::npos) << text;
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + 6));
+}
+
+// Runs the commands at once and returns each one's GPU share.
+std::vector<double> run_together(const std::vector<std::string>& envs) {
+  std::string script;
+  std::vector<std::string> outs;
+  for (std::size_t i = 0; i < envs.size(); ++i) {
+    outs.push_back((std::filesystem::temp_directory_path() / unique("vgpu-pacing-" + std::to_string(i))).string());
+    script += command(envs[i], outs.back()) + " & ";
+  }
+  script += "wait";
+  EXPECT_EQ(std::system(script.c_str()), 0);
+  std::vector<double> shares;
+  for (const auto& o : outs) {
+    shares.push_back(share_in(o));
+    std::filesystem::remove(o);
+  }
+  return shares;
+}
+
+struct Cleanup {
+  std::vector<std::string> names;
+  ~Cleanup() {
+    for (const auto& n : names) ::shm_unlink(n.c_str());
+  }
+};
+
+TEST(Pacing, UnconfiguredRunsAtFullSpeed) {
+  const auto s = run_together({"FAKE_CUDA_DEVICE=" + unique("full")});
+  EXPECT_GT(s[0], 0.9);
+  ::shm_unlink(("/fake-cuda-" + unique("full")).c_str());
+}
+
+TEST(Pacing, ASliceAloneGetsItsShare) {
+  const auto s = run_together({"FAKE_CUDA_DEVICE=" + unique("alone") + " VGPU_COMPUTE_SHARE=0.25"});
+  EXPECT_NEAR(s[0], 0.25, 0.05);
+  ::shm_unlink(("/fake-cuda-" + unique("alone")).c_str());
+}
+
+TEST(Pacing, TwoSlicesSplitTheGpuByTheirShares) {
+  const std::string device = unique("pair");
+  Cleanup cleanup{{"/fake-cuda-" + device, "/" + unique("vg-a"), "/" + unique("vg-b")}};
+  const auto s = run_together({
+      "FAKE_CUDA_DEVICE=" + device + " VGPU_SHM_NAME=/" + unique("vg-a") + " VGPU_COMPUTE_SHARE=0.25",
+      "FAKE_CUDA_DEVICE=" + device + " VGPU_SHM_NAME=/" + unique("vg-b") + " VGPU_COMPUTE_SHARE=0.75",
+  });
+  EXPECT_NEAR(s[0], 0.25, 0.05);
+  EXPECT_NEAR(s[1], 0.75, 0.05);
+}
+
+TEST(Pacing, BurstUsesIdleTimeButLeavesOthersTheirShare) {
+  const std::string device = unique("burst");
+  const std::string gpu = "GPU-" + unique("burst");
+  Cleanup cleanup{{"/fake-cuda-" + device, "/vgpu-gpu-" + gpu, "/" + unique("vg-c"), "/" + unique("vg-d")}};
+  // Alone, a bursting 0.25 slice takes the whole idle GPU.
+  auto s = run_together({"FAKE_CUDA_DEVICE=" + device + " VGPU_GPU_UUID=" + gpu + " VGPU_SHM_NAME=/" + unique("vg-c") +
+                         " VGPU_COMPUTE_SHARE=0.25 VGPU_BURST=1"});
+  EXPECT_GT(s[0], 0.85);
+  // Beside a 0.5 slice that runs at its cap, it takes the other half, not the 0.5 slice's share.
+  s = run_together({
+      "FAKE_CUDA_DEVICE=" + device + " VGPU_GPU_UUID=" + gpu + " VGPU_SHM_NAME=/" + unique("vg-c") +
+          " VGPU_COMPUTE_SHARE=0.25 VGPU_BURST=1",
+      "FAKE_CUDA_DEVICE=" + device + " VGPU_GPU_UUID=" + gpu + " VGPU_SHM_NAME=/" + unique("vg-d") +
+          " VGPU_COMPUTE_SHARE=0.5",
+  });
+  EXPECT_GT(s[0], 0.40);
+  EXPECT_NEAR(s[1], 0.5, 0.05);
+}
+
+}  // namespace

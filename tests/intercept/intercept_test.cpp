@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -22,7 +23,9 @@ struct AppRun {
 
 std::string slurp(const std::filesystem::path& p) {
   std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 const char* app(const std::string& mode) { return mode == "direct" ? CUDA_APP_LINKED_PATH : CUDA_APP_DLOPEN_PATH; }

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -23,7 +24,9 @@ std::string command(const std::string& env, const std::string& out) {
 
 double share_in(const std::string& path) {
   std::ifstream in(path);
-  std::string text((std::istreambuf_iterator<char>(in)), {});
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  const std::string text = buffer.str();
   const auto at = text.find("share=");
   EXPECT_NE(at, std::string::npos) << text;
   return at == std::string::npos ? -1 : std::stod(text.substr(at + 6));

@@ -1,6 +1,7 @@
 #include <apt/vgpu/common/log.hpp>
 #include <apt/vgpu/config/load_profile.hpp>
 #include <apt/vgpu/device/sim_config.hpp>
+#include <apt/vgpu/runtime/mps_daemon.hpp>
 #include <apt/vgpu/runtime/node.hpp>
 
 #include <cstdlib>
@@ -75,6 +76,14 @@ void Node::set_vgpu_view(const monitoring::VgpuView& view) {
 void Node::remove_vgpu_view(std::uint64_t lease_id) {
   std::lock_guard lock(views_mutex_);
   views_.erase(lease_id);
+}
+
+std::shared_ptr<MpsDaemon> Node::mps_daemon(std::uint32_t gpu) {
+  std::lock_guard lock(mps_mutex_);
+  if (auto running = mps_[gpu].lock()) return running;
+  auto daemon = std::make_shared<MpsDaemon>(backend_->gpu(gpu).uuid);
+  mps_[gpu] = daemon;
+  return daemon;
 }
 
 void Node::set_default_node(std::shared_ptr<Node> node) {

@@ -3,6 +3,7 @@
 #include <apt/vgpu/common/size.hpp>
 #include <apt/vgpu/device/sim_backend.hpp>
 #include <apt/vgpu/intercept/abi.h>
+#include <apt/vgpu/runtime/mps_daemon.hpp>
 #include <apt/vgpu/runtime/virtual_gpu.hpp>
 #include <apt/vgpu/runtime/vgpu_scope.hpp>
 
@@ -267,6 +268,9 @@ std::map<std::string, std::string> VirtualGPU::environment() const {
         // The child sees its one GPU as device 0; the limit is in MiB ("M").
         env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = fmt::format("0={}M", *o.memory_limit >> 20U);
       }
+      const auto dir = MpsDaemon::directory_for(gpu.uuid);
+      env["CUDA_MPS_PIPE_DIRECTORY"] = (dir / "pipe").string();
+      env["CUDA_MPS_LOG_DIRECTORY"] = (dir / "log").string();
       break;
     }
   }
@@ -284,6 +288,9 @@ RunResult VirtualGPU::run(const std::vector<std::string>& argv, const RunOptions
         "use isolation 'none' to run with accounting only",
         impl_->name, VGPU_INTERCEPT_LIBRARY_NAME, VGPU_ENV_INTERCEPT_LIBRARY));
   }
+  // MPS clients need their GPU's control daemon for as long as they run.
+  std::shared_ptr<MpsDaemon> mps;
+  if (impl_->options.isolation == config::Isolation::mps) mps = impl_->node->mps_daemon(gpu_id());
   const detail::Spawned child = detail::spawn(argv, env, options.capture_output, options.own_process_group);
   if (options.on_start) options.on_start(child.pid);
   const std::uint32_t gpu = gpu_id();

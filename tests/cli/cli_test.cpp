@@ -161,6 +161,42 @@ TEST(Cli, RunWithInterceptIsolationEnforcesTheMemoryLimit) {
   EXPECT_NE(r.err.find("refused: 600000 of 1000000 in use"), std::string::npos) << r.err;
 }
 
+TEST(Cli, BadSliceRequestsAreUsageOrCapacityErrors) {
+  auto r = vgpu("create --backend sim --memory 20XB");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("'20XB'"), std::string::npos) << r.err;
+  r = vgpu("create --backend sim --gpu 8");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("no GPU 8"), std::string::npos) << r.err;
+  r = vgpu("create --backend sim --memory 90GB");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("more than GPU 0 has"), std::string::npos) << r.err;
+  r = vgpu("create --backend sim --compute 2");
+  EXPECT_EQ(r.exit_code, 2);
+  r = vgpu("create --backend cuda");
+  EXPECT_EQ(r.exit_code, 2);
+  r = vgpu("nosuchcommand");
+  EXPECT_EQ(r.exit_code, 2);
+}
+
+TEST(Cli, RunBindsTheCommandAndPropagatesItsExitCode) {
+  auto r = vgpu("run --backend sim --gpu 3 --memory 16GB --compute 0.25 -- sh -c 'echo limit=$VGPU_MEMORY_LIMIT "
+                "share=$VGPU_COMPUTE_SHARE gpu=$VGPU_PHYSICAL_GPU; exit 5'");
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_NE(r.out.find("limit=16000000000 share=0.25 gpu=3"), std::string::npos) << r.out;
+  r = vgpu("run --backend sim -- /nonexistent/program");
+  EXPECT_EQ(r.exit_code, 127);
+  EXPECT_NE(r.err.find("cannot start '/nonexistent/program'"), std::string::npos) << r.err;
+  r = vgpu("run --backend sim --isolation intercept -- true", "VGPU_INTERCEPT_LIBRARY=/nonexistent/lib.so");
+  EXPECT_EQ(r.exit_code, 127);
+  EXPECT_NE(r.err.find("isolation 'intercept' needs libvgpu-cuda.so"), std::string::npos) << r.err;
+  r = vgpu("run --backend sim");
+  EXPECT_EQ(r.exit_code, 2) << "a command is required";
+  r = vgpu("run --backend sim --isolation mps --compute 0.5 -- true", "VGPU_MPS_CONTROL=/nonexistent/mps");
+  EXPECT_EQ(r.exit_code, 127);
+  EXPECT_NE(r.err.find("isolation 'mps' needs nvidia-cuda-mps-control"), std::string::npos) << r.err;
+}
+
 TEST(Cli, RunOnALostGpuFailsOrRecovers) {
   auto r = vgpu("run --backend sim --gpu 1 -- true", "VGPU_SIM_LOST=1");
   EXPECT_EQ(r.exit_code, 1);

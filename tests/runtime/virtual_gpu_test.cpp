@@ -2,6 +2,7 @@
 #include <apt/vgpu/config/load_profile.hpp>
 #include <apt/vgpu/device/sim_backend.hpp>
 #include <apt/vgpu/intercept/abi.h>
+#include <apt/vgpu/runtime/mps_daemon.hpp>
 #include <apt/vgpu/runtime/virtual_gpu.hpp>
 #include <apt/vgpu/runtime/vgpu_scope.hpp>
 
@@ -136,6 +137,45 @@ TEST(VirtualGPU, MpsModeSetsClientLimits) {
   EXPECT_EQ(env.at("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"), "30");
   EXPECT_EQ(env.at("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"), "0=16384M");
   EXPECT_EQ(env.at(VGPU_ENV_ISOLATION), "mps");
+}
+
+TEST(VirtualGPU, MpsRunStartsAndStopsTheControlDaemon) {
+  auto node = sim_node();
+  const auto dir = std::filesystem::temp_directory_path() / ("vgpu-mps-test-" + std::to_string(::getpid()));
+  ::setenv("VGPU_MPS_CONTROL", (std::string(VGPU_SOURCE_DIR) + "/tests/fakes/nvidia-cuda-mps-control").c_str(), 1);
+  ::setenv("VGPU_RUNTIME_DIR", dir.c_str(), 1);
+  VirtualGpuOptions o = slice(1, 8ULL << 30U, 0.3);
+  o.isolation = config::Isolation::mps;
+  VirtualGPU v(o, node);
+  const auto out = dir / "child.txt";
+  const int status = v.run({"/bin/sh", "-c",
+                            "test -e \"$CUDA_MPS_PIPE_DIRECTORY/control\" && echo \"$CUDA_MPS_ACTIVE_THREAD_PERCENTAGE "
+                            "$CUDA_MPS_PINNED_DEVICE_MEM_LIMIT\" > " + out.string()});
+  EXPECT_EQ(status, 0) << "the daemon was running while the client ran";
+  std::ifstream in(out);
+  std::string percent, limit;
+  in >> percent >> limit;
+  EXPECT_EQ(percent, "30");
+  EXPECT_EQ(limit, "0=8192M");
+  const auto gpu_dir = MpsDaemon::directory_for(node->backend().gpu(1).uuid);
+  EXPECT_FALSE(std::filesystem::exists(gpu_dir / "pipe" / "control")) << "stopped when the last client ended";
+  std::ifstream log(gpu_dir / "log" / "fake-control.log");
+  std::string line1, line2, word;
+  std::getline(log, line1);
+  std::getline(log, line2);
+  EXPECT_EQ(line1, "start " + node->backend().gpu(1).uuid);
+  EXPECT_EQ(line2, "quit");
+
+  ::setenv("VGPU_MPS_CONTROL", "/nonexistent/nvidia-cuda-mps-control", 1);
+  try {
+    (void)v.run({"true"});
+    FAIL();
+  } catch (const ProcessError& e) {
+    EXPECT_NE(std::string(e.what()).find("needs nvidia-cuda-mps-control"), std::string::npos) << e.what();
+  }
+  ::unsetenv("VGPU_MPS_CONTROL");
+  ::unsetenv("VGPU_RUNTIME_DIR");
+  std::filesystem::remove_all(dir);
 }
 
 TEST(VirtualGPU, InterceptModePreloadsTheLibraryWhenFound) {

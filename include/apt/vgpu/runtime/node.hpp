@@ -25,6 +25,8 @@
 
 namespace apt::vgpu::runtime {
 
+class MpsDaemon;
+
 class Node {
  public:
   Node(std::unique_ptr<device::Backend> backend, LedgerOptions options);
@@ -49,11 +51,17 @@ class Node {
   void set_vgpu_view(const monitoring::VgpuView& view);
   void remove_vgpu_view(std::uint64_t lease_id);
 
+  // The MPS control daemon of a GPU, started on first use and stopped when the
+  // last holder lets go. Throws ProcessError without MPS.
+  [[nodiscard]] std::shared_ptr<class MpsDaemon> mps_daemon(std::uint32_t gpu);
+
  private:
   std::unique_ptr<device::Backend> backend_;
   NodeLedger ledger_;
   mutable std::mutex views_mutex_;
   std::map<std::uint64_t, monitoring::VgpuView> views_;  // guarded by views_mutex_
+  std::mutex mps_mutex_;
+  std::map<std::uint32_t, std::weak_ptr<MpsDaemon>> mps_;  // guarded by mps_mutex_
 };
 
 }  // namespace apt::vgpu::runtime

@@ -13,6 +13,7 @@
 #include <apt/vgpu/intercept/abi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdarg>
@@ -727,6 +728,56 @@ CUresult do_cuGraphLaunch(decltype(g_real.cuGraphLaunch) real, CUgraphExec graph
   return paced(s, [&] { return real(graph, s); });
 }
 
+
+// ---- NVML memory queries made by the process ----------------------------------------
+// A process that asks NVML about its own GPU (pynvml in a training script, a
+// framework's memory report) sees the slice: the limit as total, the slice's
+// use as used. Other GPUs, and processes without a memory limit, see NVML's answer.
+struct NvmlMemory {
+  unsigned long long total, free, used;
+};
+struct NvmlMemoryV2 {
+  unsigned int version;
+  unsigned long long total, reserved, free, used;
+};
+using NvmlMemoryFn = int (*)(void*, NvmlMemory*);
+using NvmlMemoryV2Fn = int (*)(void*, NvmlMemoryV2*);
+using NvmlUuidFn = int (*)(void*, char*, unsigned int);
+
+std::atomic<void*> g_nvml_memory{nullptr};     // the real functions, as found by dlsym or RTLD_NEXT
+std::atomic<void*> g_nvml_memory_v2{nullptr};
+
+void* nvml_real(const char* name, std::atomic<void*>& cached) {
+  if (void* p = cached.load()) return p;
+  void* p = real_dlsym()(RTLD_NEXT, name);
+  if (p == nullptr) {
+    const char* path = std::getenv("VGPU_REAL_LIBNVML");
+    if (void* lib = ::dlopen(path != nullptr && *path != '\0' ? path : "libnvidia-ml.so.1", RTLD_NOW | RTLD_NOLOAD)) {
+      p = real_dlsym()(lib, name);
+    }
+  }
+  cached.store(p);
+  return p;
+}
+
+// Whether `device` is this slice's GPU.
+bool is_my_gpu(void* device) {
+  if (g_config.gpu_uuid.empty()) return false;
+  static std::atomic<void*> uuid_fn{nullptr};
+  auto get_uuid = reinterpret_cast<NvmlUuidFn>(nvml_real("nvmlDeviceGetUUID", uuid_fn));
+  char uuid[96] = {};
+  return get_uuid != nullptr && get_uuid(device, uuid, sizeof uuid) == 0 && g_config.gpu_uuid == uuid;
+}
+
+template <class Memory>
+void virtualise(void* device, Memory* m) {
+  if (!g_config.memory_limited || m == nullptr || !is_my_gpu(device)) return;
+  const std::uint64_t cap = limit();
+  const std::uint64_t in_use = std::min(used(), cap);
+  m->total = cap;
+  m->used = in_use;
+  m->free = cap - in_use;
+}
 }  // namespace
 
 // ---- exported hooks ------------------------------------------------------------------------
@@ -811,11 +862,42 @@ VGPU_EXPORT CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int cud
   return rc;
 }
 
+VGPU_EXPORT int nvmlDeviceGetMemoryInfo(void* device, NvmlMemory* memory) {
+  ensure_init();
+  auto real = reinterpret_cast<NvmlMemoryFn>(nvml_real("nvmlDeviceGetMemoryInfo", g_nvml_memory));
+  if (real == nullptr) return 12;  // NVML_ERROR_LIBRARY_NOT_FOUND
+  const int rc = real(device, memory);
+  if (rc == 0) virtualise(device, memory);
+  return rc;
+}
+
+VGPU_EXPORT int nvmlDeviceGetMemoryInfo_v2(void* device, NvmlMemoryV2* memory) {
+  ensure_init();
+  auto real = reinterpret_cast<NvmlMemoryV2Fn>(nvml_real("nvmlDeviceGetMemoryInfo_v2", g_nvml_memory_v2));
+  if (real == nullptr) return 12;
+  const int rc = real(device, memory);
+  if (rc == 0 && memory != nullptr && g_config.memory_limited && is_my_gpu(device)) {
+    virtualise(device, memory);
+    memory->reserved = 0;
+  }
+  return rc;
+}
+
 // dlsym() on a handle to libcuda returns our hook for a hooked symbol.
 VGPU_EXPORT void* dlsym(void* handle, const char* symbol) {
   DlsymFn real = real_dlsym();
   if (real == nullptr) return nullptr;
   void* found = real(handle, symbol);
+  if (found != nullptr && std::strncmp(symbol, "nvmlDeviceGetMemoryInfo", 23) == 0) {
+    if (std::strcmp(symbol + 23, "") == 0) {
+      g_nvml_memory.store(found);
+      return reinterpret_cast<void*>(&nvmlDeviceGetMemoryInfo);
+    }
+    if (std::strcmp(symbol + 23, "_v2") == 0) {
+      g_nvml_memory_v2.store(found);
+      return reinterpret_cast<void*>(&nvmlDeviceGetMemoryInfo_v2);
+    }
+  }
   if (found == nullptr || symbol[0] != 'c' || symbol[1] != 'u') return found;
   if (std::strcmp(symbol, "cuGetProcAddress") == 0) return reinterpret_cast<void*>(&cuGetProcAddress);
   if (std::strcmp(symbol, "cuGetProcAddress_v2") == 0) return reinterpret_cast<void*>(&cuGetProcAddress_v2);

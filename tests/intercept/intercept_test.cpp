@@ -126,4 +126,27 @@ TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
   std::filesystem::remove(hold_out);
 }
 
+TEST(Intercept, NvmlMemoryQueriesOfTheSlicesGpuShowTheSlice) {
+  const auto config = std::filesystem::temp_directory_path() / ("vgpu-nvml-" + std::to_string(::getpid()) + ".json");
+  std::ofstream(config) << R"({"devices": [{"name": "NVIDIA H100", "uuid": "GPU-mine", "memory_total": 80000000000,
+                                            "memory_used": 5000000000}]})";
+  const std::string base = "env LD_LIBRARY_PATH=" + std::string(FAKE_NVML_DIR) + " FAKE_NVML_CONFIG=" + config.string() +
+                           " LD_PRELOAD=" + VGPU_CUDA_PRELOAD + " VGPU_MEMORY_LIMIT=1000000 ";
+  auto run_nvml = [](const std::string& command) {
+    std::string out;
+    FILE* pipe = ::popen(command.c_str(), "r");
+    char buffer[256];
+    while (pipe != nullptr && std::fgets(buffer, sizeof buffer, pipe) != nullptr) out += buffer;
+    if (pipe != nullptr) ::pclose(pipe);
+    return out;
+  };
+  EXPECT_EQ(run_nvml(base + "VGPU_GPU_UUID=GPU-mine " + NVML_APP_PATH),
+            "v1 0 total=1000000 used=0 free=1000000\nv2 0 total=1000000 used=0 free=1000000\n");
+  // Another GPU (or no binding) is reported as NVML sees it.
+  EXPECT_EQ(run_nvml(base + "VGPU_GPU_UUID=GPU-other " + NVML_APP_PATH),
+            "v1 0 total=80000000000 used=5000000000 free=75000000000\n"
+            "v2 0 total=80000000000 used=5000000000 free=75000000000\n");
+  std::filesystem::remove(config);
+}
+
 }  // namespace

@@ -558,8 +558,10 @@ bool refuse(Fn real, CUresult& rc) {
 }
 
 // ---- hook bodies (shared by the plain and the _ptsz exports) -------------------------
-template <class Fn>
-CUresult alloc_like(Fn real, CUdeviceptr* dptr, std::uint64_t bytes, const char* call, auto&& invoke) {
+// Admits `bytes`, runs the allocation, and remembers it under the key it
+// produced (a device pointer, a handle, an array), or gives the bytes back.
+template <class Fn, class Invoke, class Key>
+CUresult admitted(Fn real, std::uint64_t bytes, const char* call, Invoke&& invoke, Key&& key) {
   CUresult rc = CUDA_SUCCESS;
   if (refuse(real, rc)) return rc;
   if (!g_config.memory_limited) return invoke();
@@ -569,8 +571,13 @@ CUresult alloc_like(Fn real, CUdeviceptr* dptr, std::uint64_t bytes, const char*
     release(bytes);
     return rc;
   }
-  remember(*dptr, bytes);
+  remember(key(), bytes);
   return rc;
+}
+
+template <class Fn, class Invoke>
+CUresult alloc_like(Fn real, CUdeviceptr* dptr, std::uint64_t bytes, const char* call, Invoke&& invoke) {
+  return admitted(real, bytes, call, invoke, [dptr] { return *dptr; });
 }
 
 template <class Fn>
@@ -636,49 +643,22 @@ CUresult do_cuMemFreeAsync(decltype(g_real.cuMemFreeAsync) real, CUdeviceptr dpt
 }
 CUresult do_cuMemCreate(decltype(g_real.cuMemCreate) real, CUmemGenericAllocationHandle* handle, size_t bytes,
                         const CUmemAllocationProp* prop, unsigned long long flags) {
-  CUresult rc = CUDA_SUCCESS;
-  if (refuse(real, rc)) return rc;
-  if (!g_config.memory_limited) return real(handle, bytes, prop, flags);
-  if (!admit(bytes, "cuMemCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
-  rc = real(handle, bytes, prop, flags);
-  if (rc != CUDA_SUCCESS) {
-    release(bytes);
-    return rc;
-  }
-  remember(*handle, bytes);
-  return rc;
+  return admitted(real, bytes, "cuMemCreate", [&] { return real(handle, bytes, prop, flags); },
+                  [handle] { return *handle; });
 }
 CUresult do_cuMemRelease(decltype(g_real.cuMemRelease) real, CUmemGenericAllocationHandle handle) {
   return free_like(real, handle, [&] { return real(handle); });
 }
 CUresult do_cuArrayCreate_v2(decltype(g_real.cuArrayCreate_v2) real, CUarray* array, const CUDA_ARRAY_DESCRIPTOR* d) {
-  CUresult rc = CUDA_SUCCESS;
-  if (refuse(real, rc)) return rc;
-  if (!g_config.memory_limited || d == nullptr) return real(array, d);
-  const std::uint64_t bytes = array_bytes(d->Width, d->Height, 1, d->Format, d->NumChannels);
-  if (!admit(bytes, "cuArrayCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
-  rc = real(array, d);
-  if (rc != CUDA_SUCCESS) {
-    release(bytes);
-    return rc;
-  }
-  remember(reinterpret_cast<unsigned long long>(*array), bytes);
-  return rc;
+  if (d == nullptr) return pass(real, [&] { return real(array, d); });
+  return admitted(real, array_bytes(d->Width, d->Height, 1, d->Format, d->NumChannels), "cuArrayCreate",
+                  [&] { return real(array, d); }, [array] { return reinterpret_cast<unsigned long long>(*array); });
 }
 CUresult do_cuArray3DCreate_v2(decltype(g_real.cuArray3DCreate_v2) real, CUarray* array,
                                const CUDA_ARRAY3D_DESCRIPTOR* d) {
-  CUresult rc = CUDA_SUCCESS;
-  if (refuse(real, rc)) return rc;
-  if (!g_config.memory_limited || d == nullptr) return real(array, d);
-  const std::uint64_t bytes = array_bytes(d->Width, d->Height, d->Depth, d->Format, d->NumChannels);
-  if (!admit(bytes, "cuArray3DCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
-  rc = real(array, d);
-  if (rc != CUDA_SUCCESS) {
-    release(bytes);
-    return rc;
-  }
-  remember(reinterpret_cast<unsigned long long>(*array), bytes);
-  return rc;
+  if (d == nullptr) return pass(real, [&] { return real(array, d); });
+  return admitted(real, array_bytes(d->Width, d->Height, d->Depth, d->Format, d->NumChannels), "cuArray3DCreate",
+                  [&] { return real(array, d); }, [array] { return reinterpret_cast<unsigned long long>(*array); });
 }
 CUresult do_cuArrayDestroy(decltype(g_real.cuArrayDestroy) real, CUarray array) {
   return free_like(real, reinterpret_cast<unsigned long long>(array), [&] { return real(array); });

@@ -1,5 +1,6 @@
 // Runs the real `vgpu` binary and checks its output and exit codes.
 #include "support/fakes.hpp"
+#include "support/shell.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -15,36 +16,12 @@
 namespace apt::vgpu {
 namespace {
 
-struct CliResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using CliResult = testing::ShellResult;
+using testing::slurp;
 
 // Runs `vgpu ARGS` through the shell with extra environment assignments.
 CliResult vgpu(const std::string& args, const std::string& env = "") {
-  // CTest runs tests in parallel processes: name the capture files per process.
-  const auto dir = std::filesystem::temp_directory_path();
-  const std::string stem = "vgpu-cli-test-" + std::to_string(::getpid());
-  const auto out = dir / (stem + ".out");
-  const auto err = dir / (stem + ".err");
-  const std::string command =
-      env + " " + VGPU_CLI_PATH + " " + args + " >" + out.string() + " 2>" + err.string();
-  const int status = std::system(command.c_str());
-  CliResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  std::filesystem::remove(out);
-  std::filesystem::remove(err);
-  return r;
+  return testing::run_shell(env + " " + VGPU_CLI_PATH + " " + args);
 }
 
 TEST(Cli, HelpListsEverySubcommandAndExitCodes) {

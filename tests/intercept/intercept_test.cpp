@@ -1,5 +1,7 @@
 // libvgpu-cuda.so under LD_PRELOAD, against the fake CUDA driver, reached by
 // direct linking, dlsym and cuGetProcAddress.
+#include "support/shell.hpp"
+
 #include <gtest/gtest.h>
 
 #include <csignal>
@@ -15,38 +17,16 @@
 
 namespace {
 
-struct AppRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using AppRun = apt::vgpu::testing::ShellResult;
+using apt::vgpu::testing::slurp;
 
 const char* app(const std::string& mode) { return mode == "direct" ? CUDA_APP_LINKED_PATH : CUDA_APP_DLOPEN_PATH; }
 
 // Runs the app through /bin/sh with `env` (KEY=VALUE ...) and the preload.
 AppRun run(const std::string& mode, const std::string& ops, const std::string& env, bool preload = true) {
-  const auto dir = std::filesystem::temp_directory_path();
-  const std::string stem = "vgpu-intercept-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand());
-  const auto out = dir / (stem + ".out");
-  const auto err = dir / (stem + ".err");
   std::string command = "env LD_LIBRARY_PATH=" + std::string(FAKE_CUDA_DIR) + " " + env;
   if (preload) command += std::string(" LD_PRELOAD=") + VGPU_CUDA_PRELOAD;
-  command += std::string(" ") + app(mode) + " " + mode + " " + ops + " >" + out.string() + " 2>" + err.string();
-  const int status = std::system(command.c_str());
-  AppRun r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  std::filesystem::remove(out);
-  std::filesystem::remove(err);
-  return r;
+  return apt::vgpu::testing::run_shell(command + " " + app(mode) + " " + mode + " " + ops);
 }
 
 class EveryWayIn : public ::testing::TestWithParam<std::string> {};

@@ -516,12 +516,19 @@ std::unordered_map<unsigned long long, std::uint64_t>& sizes() {
   return *m;
 }
 
-void remember(unsigned long long key, std::uint64_t bytes) {
-  std::lock_guard lock(g_sizes_mutex);
-  sizes()[key] = bytes;
+// Nothing may throw across the C ABI: if the table cannot grow, the block stays
+// charged to the slice (safe) and the loss is logged.
+void remember(unsigned long long key, std::uint64_t bytes) noexcept {
+  try {
+    std::lock_guard lock(g_sizes_mutex);
+    sizes()[key] = bytes;
+  } catch (...) {
+    log(Level::error, "out of host memory recording an allocation of %llu bytes; it stays charged to the vGPU",
+        static_cast<unsigned long long>(bytes));
+  }
 }
 
-std::uint64_t forget(unsigned long long key) {
+std::uint64_t forget(unsigned long long key) noexcept {
   std::lock_guard lock(g_sizes_mutex);
   auto it = sizes().find(key);
   if (it == sizes().end()) return 0;
@@ -763,15 +770,25 @@ void virtualise(void* device, Memory* m) {
 // ---- exported hooks ------------------------------------------------------------------------
 extern "C" {
 
+// Nothing throws across the C ABI: an exception (only bad_alloc is possible)
+// becomes CUDA_ERROR_UNKNOWN.
 #define VGPU_DEFINE_HOOK(sym, base, ret, params, args)                                   \
   VGPU_EXPORT ret sym params {                                                           \
-    ensure_init();                                                                       \
-    return do_##sym(g_real.sym, VGPU_UNPACK args);                                       \
+    try {                                                                                \
+      ensure_init();                                                                     \
+      return do_##sym(g_real.sym, VGPU_UNPACK args);                                     \
+    } catch (...) {                                                                      \
+      return CUDA_ERROR_UNKNOWN;                                                         \
+    }                                                                                    \
   }                                                                                      \
   VGPU_EXPORT ret sym##_ptsz params {                                                    \
-    ensure_init();                                                                       \
     t_ptsz = true;                                                                       \
-    const ret rc = do_##sym(g_real.sym##_ptsz, VGPU_UNPACK args);                        \
+    ret rc = CUDA_ERROR_UNKNOWN;                                                         \
+    try {                                                                                \
+      ensure_init();                                                                     \
+      rc = do_##sym(g_real.sym##_ptsz, VGPU_UNPACK args);                                \
+    } catch (...) {                                                                      \
+    }                                                                                    \
     t_ptsz = false;                                                                      \
     return rc;                                                                           \
   }

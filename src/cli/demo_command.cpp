@@ -59,8 +59,8 @@ class DemoCommand final : public Command {
       o.memory_limit = memory;
       o.compute_ratio = compute;
       o.name = name;
-      // The demo's child process runs with accounting-only isolation: enforcement
-      // inside processes is libvgpu-cuda.so's job and needs a CUDA program to show.
+      // The demo's child is a shell, not a CUDA program, so it runs with accounting-only
+      // isolation; enforcement inside CUDA programs is shown in docs/intercept.md.
       o.isolation = config::Isolation::none;
       return VirtualGPU(o, node);
     };

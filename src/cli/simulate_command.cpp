@@ -32,7 +32,9 @@ class SimulateCommand final : public Command {
     app_->add_option("--nodes", nodes_, "Simulated nodes (default 125)")->check(CLI::Range(1, 100000));
     app_->add_option("--gpus-per-node", gpus_per_node_, "GPUs per node (default 8)")->check(CLI::Range(1, 64));
     app_->add_option("--gpu-memory", gpu_memory_, "Memory per GPU (default 80GB)");
-    app_->add_option("--policy", policies_, "Policies to compare: fifo, priority, fair, adaptive or all (default all)");
+    app_->add_option("--policy", policies_,
+                     "Policies to compare, comma-separated: fifo, priority, fair, adaptive, or all (default all)")
+        ->delimiter(',');
     app_->add_option("--placement", placement_, "Placement for fifo/priority/fair: best_fit, spread, round_robin")
         ->check(CLI::IsMember({"best_fit", "spread", "round_robin"}));
     app_->add_option("--arrival-scale", arrival_scale_,

@@ -880,10 +880,14 @@ VGPU_EXPORT int nvmlDeviceGetMemoryInfo_v2(void* device, NvmlMemoryV2* memory) {
   return rc;
 }
 
-// dlsym() on a handle to libcuda returns our hook for a hooked symbol.
-VGPU_EXPORT void* dlsym(void* handle, const char* symbol) {
+// dlsym() on a handle to libcuda returns our hook for a hooked symbol. The
+// exported `dlsym` is the assembly trampoline below: dlsym(RTLD_NEXT, ...)
+// must be resolved relative to its real caller, which glibc finds from the
+// return address, so that case jumps straight to the real dlsym (a tail jump
+// keeps the caller's return address); every other call comes here.
+__attribute__((visibility("hidden"))) void* vgpu_dlsym_impl(void* handle, const char* symbol) {
   DlsymFn real = real_dlsym();
-  if (real == nullptr) return nullptr;
+  if (real == nullptr || symbol == nullptr) return nullptr;
   void* found = real(handle, symbol);
   if (found != nullptr && std::strncmp(symbol, "nvmlDeviceGetMemoryInfo", 23) == 0) {
     if (std::strcmp(symbol + 23, "") == 0) {
@@ -907,6 +911,38 @@ VGPU_EXPORT void* dlsym(void* handle, const char* symbol) {
 }
 
 }  // extern "C"
+
+extern "C" {
+__attribute__((visibility("hidden"))) void* vgpu_real_dlsym_ptr = nullptr;
+}
+
+#if defined(__x86_64__)
+asm(R"(
+  .text
+  .globl dlsym
+  .type dlsym, @function
+dlsym:
+  cmpq $-1, %rdi
+  jne 1f
+  movq vgpu_real_dlsym_ptr(%rip), %rax
+  testq %rax, %rax
+  je 1f
+  jmp *%rax
+1:
+  jmp vgpu_dlsym_impl
+  .size dlsym, .-dlsym
+)");
+#else
+extern "C" VGPU_EXPORT void* dlsym(void* handle, const char* symbol) {
+  // Without the trampoline, dlsym(RTLD_NEXT, ...) resolves relative to this library.
+  return vgpu_dlsym_impl(handle, symbol);
+}
+#endif
+
+// Set before any constructor of the program can call dlsym(RTLD_NEXT, ...) through us.
+__attribute__((constructor(101))) static void vgpu_cuda_load() {
+  vgpu_real_dlsym_ptr = reinterpret_cast<void*>(real_dlsym());
+}
 
 // A process that exits normally gives its share back (the driver frees its memory).
 __attribute__((destructor)) static void vgpu_cuda_exit() {

@@ -106,6 +106,15 @@ TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
   std::filesystem::remove(hold_out);
 }
 
+TEST(Intercept, DlsymRtldNextStillMeansNextAfterTheCaller) {
+  // The first probe library asks for the *next* vgpu_probe; it must get the second
+  // library's, not its own (which it would if RTLD_NEXT were taken relative to
+  // the preloaded interposer).
+  EXPECT_EQ(apt::vgpu::testing::run_shell(NEXT_APP_PATH).out, "next=2\n");
+  EXPECT_EQ(apt::vgpu::testing::run_shell(std::string("env LD_PRELOAD=") + VGPU_CUDA_PRELOAD + " " + NEXT_APP_PATH).out,
+            "next=2\n");
+}
+
 TEST(Intercept, NvmlMemoryQueriesOfTheSlicesGpuShowTheSlice) {
   const auto config = std::filesystem::temp_directory_path() / ("vgpu-nvml-" + std::to_string(::getpid()) + ".json");
   std::ofstream(config) << R"({"devices": [{"name": "NVIDIA H100", "uuid": "GPU-mine", "memory_total": 80000000000,

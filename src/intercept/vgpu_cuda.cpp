@@ -235,6 +235,11 @@ struct Pacer {
   std::vector<CUevent> spare;
   std::vector<std::pair<CUevent, CUevent>> in_flight;  // oldest first
   std::size_t head = 0;                                // first live entry of in_flight
+  const void* in_flight_stream = nullptr;              // the stream of every in-flight pair, when one_stream
+  bool one_stream = true;
+  std::uint32_t harvest_every = 1;                     // launches between collections (see harvest())
+  std::uint32_t until_harvest = 0;                     // launches left before the next collection
+  double mean_kernel_ns = 1e9;                         // moving average of measured kernel time
   vgpu_gpu_region* gpu = nullptr;                      // the slices sharing this GPU
   std::uint64_t key = 0;
   vgpu_gpu_slot* my_gpu_slot = nullptr;
@@ -280,28 +285,48 @@ void refill(std::int64_t now) {
 // Draws the GPU time of finished kernels from the bucket. Called with the pacer's mutex held.
 void harvest(bool wait_for_oldest, std::int64_t now) {
   Pacer& p = g_pacer;
+  // When every pair in flight is on one stream, the newest having finished
+  // means all have (a stream runs in order): one query answers for the lot.
+  const bool all_done = !wait_for_oldest && p.one_stream && p.head < p.in_flight.size() &&
+                  p.query(p.in_flight.back().second) == CUDA_SUCCESS;
+  std::int64_t measured_ns = 0;
+  std::size_t measured = 0;
   while (p.head < p.in_flight.size()) {
     auto [start, end] = p.in_flight[p.head];
     if (wait_for_oldest) {
       (void)p.synchronize(end);
       wait_for_oldest = false;
-    } else if (p.query(end) != CUDA_SUCCESS) {
+    } else if (!all_done && p.query(end) != CUDA_SUCCESS) {
       break;
     }
     float ms = 0;
-    if (p.elapsed(&ms, start, end) == CUDA_SUCCESS && ms > 0) {
+    if (p.elapsed(&ms, start, end) == CUDA_SUCCESS && ms >= 0) {
       const auto ns = static_cast<std::int64_t>(static_cast<double>(ms) * 1e6);
-      __atomic_fetch_sub(&g_region->gpu_budget_ns, ns, __ATOMIC_ACQ_REL);
-      __atomic_fetch_add(&g_region->gpu_time_ns, static_cast<std::uint64_t>(ns), __ATOMIC_ACQ_REL);
-      p.used_since_publish += ns;
+      measured_ns += ns;
+      ++measured;
     }
     p.spare.push_back(start);
     p.spare.push_back(end);
     ++p.head;
   }
+  if (measured_ns > 0) {
+    __atomic_fetch_sub(&g_region->gpu_budget_ns, measured_ns, __ATOMIC_ACQ_REL);
+    __atomic_fetch_add(&g_region->gpu_time_ns, static_cast<std::uint64_t>(measured_ns), __ATOMIC_ACQ_REL);
+    p.used_since_publish += measured_ns;
+  }
+  if (measured > 0) {
+    // Collecting every launch costs a query per kernel. For short kernels,
+    // collect every 8th launch instead: the bucket then lags the GPU by under
+    // 8 x 100 us, well inside the window. Long kernels are collected at once
+    // so that a slice cannot overshoot by several of them.
+    const double mean = static_cast<double>(measured_ns) / static_cast<double>(measured);
+    p.mean_kernel_ns = p.mean_kernel_ns * 0.75 + mean * 0.25;
+    p.harvest_every = p.mean_kernel_ns < 100'000 ? 8 : 1;
+  }
   if (p.head == p.in_flight.size()) {
     p.in_flight.clear();
     p.head = 0;
+    p.one_stream = true;
   }
   // Publish recent use (a moving average over about one window) for burst decisions.
   if (p.my_gpu_slot != nullptr && now - p.last_publish_ns >= 10'000'000) {
@@ -353,8 +378,9 @@ template <class Launch>
 CUresult paced(CUstream stream, Launch&& launch) {
   Pacer& p = g_pacer;
   std::unique_lock lock(p.mutex);
-  // Finished kernels are collected on every launch, so the bucket never lags
-  // the GPU by much (a lagging bucket lets a slice overshoot and then stall).
+  // Finished kernels are collected every launch, or every 8th while kernels
+  // are short (see harvest()), so the bucket never lags the GPU by much (a
+  // lagging bucket lets a slice overshoot and then stall).
   // The clock is read only every 16th launch (to refill and stamp demand) and
   // while the bucket is empty: clock reads are most of the cost of a launch.
   if (++p.launches % 16 == 0) {
@@ -362,7 +388,11 @@ CUresult paced(CUstream stream, Launch&& launch) {
     mark(&vgpu_gpu_slot::last_demand_ns, p.now);
     refill(p.now);
   }
-  harvest(false, p.now);
+  if (p.until_harvest == 0) {
+    harvest(false, p.now);
+    p.until_harvest = p.harvest_every;
+  }
+  --p.until_harvest;
   while (__atomic_load_n(&g_region->gpu_budget_ns, __ATOMIC_ACQUIRE) < 0) {
     const std::int64_t now = p.now = monotonic_ns();
     harvest(false, now);
@@ -386,6 +416,14 @@ CUresult paced(CUstream stream, Launch&& launch) {
   (void)record(start, stream);
   const CUresult rc = launch();
   (void)record(end, stream);
+  // The per-thread default stream is a different stream in every thread.
+  const void* stream_identity = stream == nullptr && t_ptsz ? static_cast<const void*>(&t_ptsz) : stream;
+  if (p.in_flight.size() == p.head) {
+    p.in_flight_stream = stream_identity;
+    p.one_stream = true;
+  } else if (p.in_flight_stream != stream_identity) {
+    p.one_stream = false;
+  }
   p.in_flight.emplace_back(start, end);
   return rc;
 }

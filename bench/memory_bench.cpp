@@ -12,6 +12,7 @@
 #include <benchmark/benchmark.h>
 
 #include <random>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -36,72 +37,64 @@ std::vector<std::uint32_t> random_victims(std::size_t n, std::size_t live, std::
   return v;
 }
 
-void BM_TlsfAllocFree(benchmark::State& state) {
-  const auto live = static_cast<std::size_t>(state.range(0));
-  TlsfArena arena(kCapacity);
-  std::vector<TlsfArena::BlockId> blocks;
-  for (std::uint64_t s : random_sizes(live, 1)) blocks.push_back(*arena.allocate(s));
-  // Free a random half and refill, so the free space is fragmented like a pool in use.
+// Fills `allocator` with `live` blocks, then frees a random half and refills
+// it, so the free space is fragmented like a pool in use.
+template <class Allocator>
+auto fragmented_blocks(Allocator& allocator, std::size_t live) {
+  std::vector<std::remove_cvref_t<decltype(*allocator.allocate(1))>> blocks;
+  for (std::uint64_t s : random_sizes(live, 1)) blocks.push_back(*allocator.allocate(s));
   const auto victims = random_victims(live, live, 2);
   for (std::size_t i = 0; i < live / 2; ++i) {
-    arena.free(blocks[victims[i]]);
-    blocks[victims[i]] = *arena.allocate(256 + (victims[i] * 977) % 65536);
+    allocator.free(blocks[victims[i]]);
+    blocks[victims[i]] = *allocator.allocate(256 + (victims[i] * 977) % 65536);
   }
+  return blocks;
+}
+
+// The measured loop, the same for every allocator: free a random live block
+// and allocate a random size in its place.
+template <class Block, class Release, class Acquire>
+void churn(benchmark::State& state, std::vector<Block>& blocks, Release release, Acquire acquire) {
   const auto sizes = random_sizes(1 << 16, 3);
-  const auto which = random_victims(1 << 16, live, 4);
+  const auto which = random_victims(1 << 16, blocks.size(), 4);
   std::size_t i = 0;
   for (auto _ : state) {
     const std::size_t k = i & 0xffff;
-    arena.free(blocks[which[k]]);
-    blocks[which[k]] = *arena.allocate(sizes[k]);
+    release(blocks[which[k]]);
+    blocks[which[k]] = acquire(sizes[k]);
     ++i;
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * 2);
 }
 
+void BM_TlsfAllocFree(benchmark::State& state) {
+  TlsfArena arena(kCapacity);
+  auto blocks = fragmented_blocks(arena, static_cast<std::size_t>(state.range(0)));
+  churn(state, blocks, [&](TlsfArena::BlockId b) { arena.free(b); },
+        [&](std::uint64_t size) { return *arena.allocate(size); });
+}
+
 void BM_BestFitFreeListAllocFree(benchmark::State& state) {
-  const auto live = static_cast<std::size_t>(state.range(0));
   BestFitFreeList list(kCapacity);
-  std::vector<BestFitFreeList::Block> blocks;
-  for (std::uint64_t s : random_sizes(live, 1)) blocks.push_back(*list.allocate(s));
-  const auto victims = random_victims(live, live, 2);
-  for (std::size_t i = 0; i < live / 2; ++i) {
-    list.free(blocks[victims[i]]);
-    blocks[victims[i]] = *list.allocate(256 + (victims[i] * 977) % 65536);
-  }
-  const auto sizes = random_sizes(1 << 16, 3);
-  const auto which = random_victims(1 << 16, live, 4);
-  std::size_t i = 0;
-  for (auto _ : state) {
-    const std::size_t k = i & 0xffff;
-    list.free(blocks[which[k]]);
-    blocks[which[k]] = *list.allocate(sizes[k]);
-    ++i;
-  }
+  auto blocks = fragmented_blocks(list, static_cast<std::size_t>(state.range(0)));
+  churn(state, blocks, [&](const BestFitFreeList::Block& b) { list.free(b); },
+        [&](std::uint64_t size) { return *list.allocate(size); });
   state.counters["free_blocks"] = static_cast<double>(list.free_blocks());
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * 2);
 }
 
 // The whole manager (handles, tenants, chunk accounting, mutex) over the none backing.
 void BM_ManagerAllocFree(benchmark::State& state) {
-  const auto live = static_cast<std::size_t>(state.range(0));
   apt::vgpu::memory::MemoryManagerOptions o;
   o.pool_size = kCapacity;
   o.backing = apt::vgpu::memory::BackingKind::none;
   o.gc_idle = std::chrono::hours(1);
   apt::vgpu::memory::GPUMemoryManager manager(o);
   std::vector<apt::vgpu::memory::MemoryBlock> blocks;
-  for (std::uint64_t s : random_sizes(live, 1)) blocks.push_back(manager.allocate(s));
-  const auto sizes = random_sizes(1 << 16, 3);
-  const auto which = random_victims(1 << 16, live, 4);
-  std::size_t i = 0;
-  for (auto _ : state) {
-    const std::size_t k = i & 0xffff;
-    manager.free(blocks[which[k]]);
-    blocks[which[k]] = manager.allocate(sizes[k]);
-    ++i;
+  for (std::uint64_t s : random_sizes(static_cast<std::size_t>(state.range(0)), 1)) {
+    blocks.push_back(manager.allocate(s));
   }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * 2);
+  churn(state, blocks, [&](const apt::vgpu::memory::MemoryBlock& b) { manager.free(b); },
+        [&](std::uint64_t size) { return manager.allocate(size); });
 }
 
 BENCHMARK(BM_TlsfAllocFree)->Arg(1000)->Arg(10000)->Arg(100000);

@@ -69,13 +69,21 @@ TEST(Pacing, ASliceAloneGetsItsShare) {
   ::shm_unlink(("/fake-cuda-" + unique("alone")).c_str());
 }
 
+// Runs two slices with the given shares on one simulated device at once and
+// returns the share of wall time each one's kernels ran.
+std::vector<double> split_between_two_slices(const std::string& tag, const std::string& share_a,
+                                             const std::string& share_b, int kernel_us) {
+  const std::string device = unique(tag);
+  const std::string slice_a = "/" + unique(tag + "-a");
+  const std::string slice_b = "/" + unique(tag + "-b");
+  Cleanup cleanup{{"/fake-cuda-" + device, slice_a, slice_b}};
+  return run_together({"FAKE_CUDA_DEVICE=" + device + " VGPU_SHM_NAME=" + slice_a + " VGPU_COMPUTE_SHARE=" + share_a,
+                       "FAKE_CUDA_DEVICE=" + device + " VGPU_SHM_NAME=" + slice_b + " VGPU_COMPUTE_SHARE=" + share_b},
+                      kernel_us);
+}
+
 TEST(Pacing, TwoSlicesSplitTheGpuByTheirShares) {
-  const std::string device = unique("pair");
-  Cleanup cleanup{{"/fake-cuda-" + device, "/" + unique("vg-a"), "/" + unique("vg-b")}};
-  const auto s = run_together({
-      "FAKE_CUDA_DEVICE=" + device + " VGPU_SHM_NAME=/" + unique("vg-a") + " VGPU_COMPUTE_SHARE=0.25",
-      "FAKE_CUDA_DEVICE=" + device + " VGPU_SHM_NAME=/" + unique("vg-b") + " VGPU_COMPUTE_SHARE=0.75",
-  });
+  const auto s = split_between_two_slices("pair", "0.25", "0.75", /*kernel_us=*/1000);
   EXPECT_NEAR(s[0], 0.25, 0.05);
   EXPECT_NEAR(s[1], 0.75, 0.05);
 }
@@ -84,14 +92,7 @@ TEST(Pacing, TwoSlicesSplitTheGpuByTheirShares) {
 // the split must hold all the same. Shares stay well under what the host can
 // feed with such kernels on a small machine (about 0.85 alone).
 TEST(Pacing, TwoSlicesOfShortKernelsSplitTheGpuByTheirShares) {
-  const std::string device = unique("short");
-  Cleanup cleanup{{"/fake-cuda-" + device, "/" + unique("vg-e"), "/" + unique("vg-f")}};
-  const auto s = run_together(
-      {
-          "FAKE_CUDA_DEVICE=" + device + " VGPU_SHM_NAME=/" + unique("vg-e") + " VGPU_COMPUTE_SHARE=0.2",
-          "FAKE_CUDA_DEVICE=" + device + " VGPU_SHM_NAME=/" + unique("vg-f") + " VGPU_COMPUTE_SHARE=0.5",
-      },
-      /*kernel_us=*/80);
+  const auto s = split_between_two_slices("short", "0.2", "0.5", /*kernel_us=*/80);
   EXPECT_NEAR(s[0], 0.2, 0.05);
   EXPECT_NEAR(s[1], 0.5, 0.05);
 }

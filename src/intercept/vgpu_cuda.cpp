@@ -326,7 +326,6 @@ void harvest(bool wait_for_oldest, std::int64_t now) {
   if (p.head == p.in_flight.size()) {
     p.in_flight.clear();
     p.head = 0;
-    p.one_stream = true;
   }
   // Publish recent use (a moving average over about one window) for burst decisions.
   if (p.my_gpu_slot != nullptr && now - p.last_publish_ns >= 10'000'000) {

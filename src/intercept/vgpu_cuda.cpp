@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <string>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <unordered_map>
@@ -47,6 +48,7 @@ struct Config {
   double compute_share = 0;
   bool burst = false;        // may use idle GPU time beyond the share
   std::string shm_name;
+  std::string gpu_shm_name;  // the GPU's pacing region (burst coordination), when given
   std::string gpu_uuid;
   std::string id = "vgpu";
   Level level = Level::notice;
@@ -177,13 +179,19 @@ bool open_region() {
     g_local_region.memory_limit = g_config.memory_limit;
     return true;
   }
-  const int fd = ::shm_open(g_config.shm_name.c_str(), O_CREAT | O_RDWR, 0600);
+  // The node's authority (vgpud, or the embedded runtime) creates every region
+  // and writes its header first; this library never creates one, so a name
+  // that does not exist, or holds something else, is refused.
+  const int fd = ::shm_open(g_config.shm_name.c_str(), O_RDWR | O_CLOEXEC, 0);
   if (fd < 0) {
-    log(Level::error, "cannot open shared memory %s: %s", g_config.shm_name.c_str(), std::strerror(errno));
+    log(Level::error, "cannot open the slice's shared memory %s: %s (it is created by vgpud or the vgpu runtime; "
+                      "start work with 'vgpu run')", g_config.shm_name.c_str(), std::strerror(errno));
     return false;
   }
-  if (::ftruncate(fd, sizeof(vgpu_shm_region)) != 0) {
-    log(Level::error, "cannot size shared memory %s: %s", g_config.shm_name.c_str(), std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < sizeof(vgpu_shm_region)) {
+    log(Level::error, "shared memory %s is not a vgpu accounting region (size %lld)", g_config.shm_name.c_str(),
+        static_cast<long long>(st.st_size));
     ::close(fd);
     return false;
   }
@@ -194,14 +202,16 @@ bool open_region() {
     return false;
   }
   auto* r = static_cast<vgpu_shm_region*>(p);
-  // The first process to arrive sets the limit; later ones use it.
+  if (__atomic_load_n(&r->magic, __ATOMIC_ACQUIRE) != VGPU_SHM_MAGIC || r->abi_version != VGPU_ABI_VERSION) {
+    log(Level::error, "shared memory %s has magic 0x%x, ABI %u; expected 0x%x, ABI %u (a library from another "
+                      "release?)", g_config.shm_name.c_str(), r->magic, r->abi_version, VGPU_SHM_MAGIC, VGPU_ABI_VERSION);
+    ::munmap(p, sizeof(vgpu_shm_region));
+    return false;
+  }
+  // A region created without a limit takes the first limit a process brings.
   std::uint64_t none = 0;
   (void)__atomic_compare_exchange_n(&r->memory_limit, &none, g_config.memory_limit, false, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE);
-  std::uint32_t zero = 0;
-  if (__atomic_compare_exchange_n(&r->magic, &zero, VGPU_SHM_MAGIC, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-    __atomic_store_n(&r->abi_version, static_cast<std::uint32_t>(VGPU_ABI_VERSION), __ATOMIC_RELEASE);
-  }
   g_region = r;
   reclaim_dead_slots();
   return true;
@@ -448,14 +458,23 @@ bool init_pacing() {
     log(Level::error, "the driver lacks the event API needed to pace launches; refusing CUDA calls");
     return false;
   }
-  if (!g_config.gpu_uuid.empty()) {
-    const std::string name = "/vgpu-gpu-" + g_config.gpu_uuid;
-    const int fd = ::shm_open(name.c_str(), O_CREAT | O_RDWR, 0600);
-    if (fd >= 0 && ::ftruncate(fd, sizeof(vgpu_gpu_region)) == 0) {
+  if (!g_config.gpu_shm_name.empty()) {
+    // The GPU's region is created by the node's authority too; without it the
+    // slice paces alone (no burst into idle neighbours' shares).
+    const int fd = ::shm_open(g_config.gpu_shm_name.c_str(), O_RDWR | O_CLOEXEC, 0);
+    struct stat st {};
+    if (fd >= 0 && ::fstat(fd, &st) == 0 && static_cast<std::size_t>(st.st_size) >= sizeof(vgpu_gpu_region)) {
       void* m = ::mmap(nullptr, sizeof(vgpu_gpu_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-      if (m != MAP_FAILED) p.gpu = static_cast<vgpu_gpu_region*>(m);
+      if (m != MAP_FAILED && __atomic_load_n(&static_cast<vgpu_gpu_region*>(m)->magic, __ATOMIC_ACQUIRE) == VGPU_SHM_MAGIC) {
+        p.gpu = static_cast<vgpu_gpu_region*>(m);
+      } else if (m != MAP_FAILED) {
+        ::munmap(m, sizeof(vgpu_gpu_region));
+      }
     }
     if (fd >= 0) ::close(fd);
+    if (p.gpu == nullptr) {
+      log(Level::warn, "cannot use the GPU's pacing region %s; pacing this slice alone", g_config.gpu_shm_name.c_str());
+    }
   }
   if (p.gpu != nullptr) {
     p.key = hash_name(g_config.shm_name.empty() ? std::to_string(::getpid()) : g_config.shm_name);
@@ -482,6 +501,7 @@ void init() {
   }
   if (const char* id = std::getenv(VGPU_ENV_ID); id != nullptr && *id != '\0') c.id = id;
   if (const char* shm = std::getenv(VGPU_ENV_SHM_NAME); shm != nullptr) c.shm_name = shm;
+  if (const char* gpu_shm = std::getenv(VGPU_ENV_GPU_SHM_NAME); gpu_shm != nullptr) c.gpu_shm_name = gpu_shm;
   if (const char* limit = std::getenv(VGPU_ENV_MEMORY_LIMIT)) {
     if (!parse_u64(limit, c.memory_limit) || c.memory_limit == 0) {
       c.broken = true;

@@ -1,3 +1,4 @@
+#include <apt/vgpu/common/error.hpp>
 #include <apt/vgpu/common/log.hpp>
 #include <apt/vgpu/config/load_profile.hpp>
 #include <apt/vgpu/device/sim_config.hpp>
@@ -5,6 +6,7 @@
 #include <apt/vgpu/runtime/node.hpp>
 
 #include <cstdlib>
+#include <fmt/format.h>
 #include <mutex>
 
 namespace apt::vgpu::runtime {
@@ -84,6 +86,20 @@ std::shared_ptr<MpsDaemon> Node::mps_daemon(std::uint32_t gpu) {
   auto daemon = std::make_shared<MpsDaemon>(backend_->gpu(gpu).uuid);
   mps_[gpu] = daemon;
   return daemon;
+}
+
+std::string Node::gpu_region(std::uint32_t gpu) {
+  std::lock_guard lock(regions_mutex_);
+  auto it = gpu_regions_.find(gpu);
+  if (it == gpu_regions_.end()) {
+    try {
+      it = gpu_regions_.emplace(gpu, AccountingRegion::create(RegionKind::gpu, fmt::format("/vgpu-gpu-{}", gpu), 0)).first;
+    } catch (const Error& e) {
+      log::warn(fmt::format("GPU {}: no pacing region, so intercept slices cannot burst: {}", gpu, e.what()));
+      return {};
+    }
+  }
+  return it->second.name();
 }
 
 void Node::set_default_node(std::shared_ptr<Node> node) {

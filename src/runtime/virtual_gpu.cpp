@@ -3,7 +3,9 @@
 #include <apt/vgpu/common/size.hpp>
 #include <apt/vgpu/device/sim_backend.hpp>
 #include <apt/vgpu/intercept/abi.h>
+#include <apt/vgpu/runtime/accounting_region.hpp>
 #include <apt/vgpu/runtime/mps_daemon.hpp>
+#include <apt/vgpu/runtime/slice_environment.hpp>
 #include <apt/vgpu/runtime/virtual_gpu.hpp>
 #include <apt/vgpu/runtime/vgpu_scope.hpp>
 
@@ -33,20 +35,15 @@ struct VirtualGPU::Impl : std::enable_shared_from_this<VirtualGPU::Impl> {
   int active = 0;                     // open scopes + running children; guarded by mutex
   std::vector<std::int64_t> pids;     // children running on the slice; guarded by mutex
 
+  AccountingRegion region;            // intercept mode: the slice's processes' shared accounting
+
   ~Impl() {
     if (!lease.active()) return;
-    // The interception library's accounting region lives as long as the slice.
-    if (options.isolation == config::Isolation::intercept) ::shm_unlink(shm_name().c_str());
     if (auto* sim = node->backend().simulator(); sim != nullptr) sim->clear_load(lease.info().gpu, load_key());
     node->remove_vgpu_view(lease.info().id);
   }
 
   [[nodiscard]] std::string load_key() const { return fmt::format("lease-{}", lease.info().id); }
-  // One POSIX shm object per slice, shared by its processes (see intercept/abi.h).
-  [[nodiscard]] std::string shm_name() const {
-    return fmt::format("/vgpu-{}-{}", node->backend().gpu(lease.info().gpu).uuid, lease.info().id);
-  }
-
   // Tells the node's monitor view, and the simulated node, what this slice is doing.
   void publish_load_locked() {
     monitoring::VgpuView view;
@@ -126,13 +123,6 @@ namespace {
 
 thread_local VirtualGPU::Impl* t_current = nullptr;
 
-std::string format_share(double share) {
-  std::string text = fmt::format("{:.4f}", share);
-  while (text.back() == '0') text.pop_back();
-  if (text.back() == '.') text.pop_back();
-  return text;
-}
-
 }  // namespace
 
 VirtualGpuOptions VirtualGpuOptions::from_config(const config::VgpuConfig& config) {
@@ -169,6 +159,12 @@ VirtualGPU::VirtualGPU(VirtualGpuOptions options, std::shared_ptr<Node> node) {
   impl->lease = node->ledger().acquire(SliceRequest{impl->options.gpu_id, impl->options.memory_limit.value_or(0),
                                                     impl->options.compute_ratio.value_or(0.0), impl->options.name});
   impl->name = impl->options.name.empty() ? fmt::format("vgpu-{}", impl->lease.info().id) : impl->options.name;
+  if (impl->options.isolation == config::Isolation::intercept) {
+    // One accounting region per slice, shared by its processes (see intercept/abi.h);
+    // the random name keeps slices of different processes apart.
+    impl->region = AccountingRegion::create(RegionKind::slice, fmt::format("/vgpu-{}", impl->lease.info().id),
+                                            impl->options.memory_limit.value_or(0));
+  }
   {
     std::lock_guard lock(impl->mutex);
     impl->publish_load_locked();
@@ -232,49 +228,23 @@ std::map<std::string, std::string> VirtualGPU::environment() const {
   const LeaseInfo info = lease();
   const VirtualGpuOptions& o = impl_->options;
   const device::GpuInfo& gpu = impl_->node->backend().gpu(info.gpu);
-  std::map<std::string, std::string> env;
-  if (gpu.vendor == device::Vendor::amd) {
-    env["ROCR_VISIBLE_DEVICES"] = gpu.uuid;
-  } else {
-    // By UUID, so the binding survives a different enumeration order in the child.
-    env["CUDA_VISIBLE_DEVICES"] = gpu.uuid;
-    env.emplace("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+  SliceBinding binding;
+  binding.id = impl_->name;
+  binding.gpu = info.gpu;
+  binding.vendor = gpu.vendor;
+  binding.gpu_uuid = gpu.uuid;
+  binding.memory_limit = o.memory_limit;
+  binding.compute_share = o.compute_ratio;
+  binding.priority = o.priority;
+  binding.isolation = o.isolation;
+  binding.burst = o.burst;
+  if (o.isolation == config::Isolation::intercept) {
+    binding.shm_name = impl_->region.name();
+    binding.gpu_shm_name = impl_->node->gpu_region(info.gpu);
+    binding.intercept_library = find_intercept_library();
   }
-  env[VGPU_ENV_ID] = impl_->name;
-  env[VGPU_ENV_PHYSICAL_GPU] = std::to_string(info.gpu);
-  env[VGPU_ENV_GPU_UUID] = gpu.uuid;
-  env[VGPU_ENV_ISOLATION] = std::string(config::to_string(o.isolation));
-  env[VGPU_ENV_PRIORITY] = std::to_string(o.priority);
-  if (o.memory_limit) env[VGPU_ENV_MEMORY_LIMIT] = std::to_string(*o.memory_limit);
-  if (o.compute_ratio) env[VGPU_ENV_COMPUTE_SHARE] = format_share(*o.compute_ratio);
-  if (o.burst) env.emplace(VGPU_ENV_BURST, "1");
-
-  switch (o.isolation) {
-    case config::Isolation::none: break;
-    case config::Isolation::intercept: {
-      env[VGPU_ENV_SHM_NAME] = impl_->shm_name();
-      if (const std::string lib = find_intercept_library(); !lib.empty()) {
-        const char* existing = std::getenv("LD_PRELOAD");
-        env["LD_PRELOAD"] = existing != nullptr && *existing != '\0' ? lib + ":" + existing : lib;
-      }
-      break;
-    }
-    case config::Isolation::mps: {
-      if (o.compute_ratio) {
-        const long percent = std::clamp(std::lround(*o.compute_ratio * 100.0), 1L, 100L);
-        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = std::to_string(percent);
-      }
-      if (o.memory_limit) {
-        // The child sees its one GPU as device 0; the limit is in MiB ("M").
-        env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = fmt::format("0={}M", *o.memory_limit >> 20U);
-      }
-      const auto dir = MpsDaemon::directory_for(gpu.uuid);
-      env["CUDA_MPS_PIPE_DIRECTORY"] = (dir / "pipe").string();
-      env["CUDA_MPS_LOG_DIRECTORY"] = (dir / "log").string();
-      break;
-    }
-  }
-  return env;
+  if (o.isolation == config::Isolation::mps) binding.mps_directory = MpsDaemon::directory_for(gpu.uuid).string();
+  return slice_environment(binding);
 }
 
 int VirtualGPU::run(const std::vector<std::string>& argv) { return run(argv, RunOptions{}).exit_code; }

@@ -2,7 +2,10 @@
 // direct linking, dlsym and cuGetProcAddress.
 #include "support/shell.hpp"
 
+#include <apt/vgpu/runtime/accounting_region.hpp>
 #include <gtest/gtest.h>
+
+#include <fcntl.h>
 
 #include <csignal>
 #include <cstdio>
@@ -75,8 +78,10 @@ TEST(Intercept, BadConfigurationFailsLoudlyNotSilentlyUnlimited) {
 }
 
 TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
-  const std::string shm = "/vgpu-intercept-test-" + std::to_string(::getpid());
-  const std::string env = "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + shm + " VGPU_LOG_LEVEL=error";
+  // The runtime (or vgpud) creates the slice's region; the library only opens it.
+  apt::vgpu::runtime::AccountingRegion region =
+      apt::vgpu::runtime::AccountingRegion::create(apt::vgpu::runtime::RegionKind::slice, "/vgpu-test", 0);
+  const std::string env = "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + region.name() + " VGPU_LOG_LEVEL=error";
   // Process A takes 700 KB and keeps it.
   const std::string hold_out = std::filesystem::temp_directory_path() / ("vgpu-hold-" + std::to_string(::getpid()));
   const pid_t holder = ::fork();
@@ -102,8 +107,25 @@ TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
   // Normal exits gave their share back: a fresh process starts from zero.
   AppRun d = run("direct", "info", env);
   EXPECT_EQ(d.out, "init ok\ninfo ok free=1000000 total=1000000\n");
-  ::shm_unlink(shm.c_str());
   std::filesystem::remove(hold_out);
+}
+
+TEST(Intercept, ARegionThatTheRuntimeDidNotCreateIsRefused) {
+  // The library never creates a region: a made-up name fails closed, and so does
+  // an object that is not an accounting region.
+  const std::string made_up = "/vgpu-made-up-" + std::to_string(::getpid());
+  AppRun r = run("direct", "alloc:1000", "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + made_up);
+  EXPECT_EQ(r.out, "init invalid\nalloc invalid\n");
+  EXPECT_NE(r.err.find("cannot open the slice's shared memory " + made_up), std::string::npos) << r.err;
+  EXPECT_EQ(::shm_open(made_up.c_str(), O_RDONLY, 0), -1) << "the library must not have created it";
+  const int fd = ::shm_open(made_up.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, 4096), 0);
+  ::close(fd);
+  r = run("direct", "alloc:1000", "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + made_up);
+  EXPECT_EQ(r.out, "init invalid\nalloc invalid\n");
+  EXPECT_NE(r.err.find("has magic 0x0"), std::string::npos) << r.err;
+  ::shm_unlink(made_up.c_str());
 }
 
 TEST(Intercept, DlsymRtldNextStillMeansNextAfterTheCaller) {

@@ -2,6 +2,7 @@
 // device runs kernels one at a time; processes given the same FAKE_CUDA_DEVICE
 // share it. Each run is a few seconds of simulated load; shares are checked
 // within +-5 points.
+#include <apt/vgpu/runtime/accounting_region.hpp>
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -74,9 +75,13 @@ TEST(Pacing, ASliceAloneGetsItsShare) {
 std::vector<double> split_between_two_slices(const std::string& tag, const std::string& share_a,
                                              const std::string& share_b, int kernel_us) {
   const std::string device = unique(tag);
-  const std::string slice_a = "/" + unique(tag + "-a");
-  const std::string slice_b = "/" + unique(tag + "-b");
-  Cleanup cleanup{{"/fake-cuda-" + device, slice_a, slice_b}};
+  using apt::vgpu::runtime::AccountingRegion;
+  using apt::vgpu::runtime::RegionKind;
+  const AccountingRegion a = AccountingRegion::create(RegionKind::slice, "/vgpu-pacing", 0);
+  const AccountingRegion b = AccountingRegion::create(RegionKind::slice, "/vgpu-pacing", 0);
+  const std::string& slice_a = a.name();
+  const std::string& slice_b = b.name();
+  Cleanup cleanup{{"/fake-cuda-" + device}};
   return run_together({"FAKE_CUDA_DEVICE=" + device + " VGPU_SHM_NAME=" + slice_a + " VGPU_COMPUTE_SHARE=" + share_a,
                        "FAKE_CUDA_DEVICE=" + device + " VGPU_SHM_NAME=" + slice_b + " VGPU_COMPUTE_SHARE=" + share_b},
                       kernel_us);
@@ -99,17 +104,22 @@ TEST(Pacing, TwoSlicesOfShortKernelsSplitTheGpuByTheirShares) {
 
 TEST(Pacing, BurstUsesIdleTimeButLeavesOthersTheirShare) {
   const std::string device = unique("burst");
-  const std::string gpu = "GPU-" + unique("burst");
-  Cleanup cleanup{{"/fake-cuda-" + device, "/vgpu-gpu-" + gpu, "/" + unique("vg-c"), "/" + unique("vg-d")}};
+  using apt::vgpu::runtime::AccountingRegion;
+  using apt::vgpu::runtime::RegionKind;
+  const AccountingRegion gpu_region = AccountingRegion::create(RegionKind::gpu, "/vgpu-gpu-test", 0);
+  const AccountingRegion c = AccountingRegion::create(RegionKind::slice, "/vgpu-pacing", 0);
+  const AccountingRegion d = AccountingRegion::create(RegionKind::slice, "/vgpu-pacing", 0);
+  const std::string gpu = "GPU-" + unique("burst") + " VGPU_GPU_SHM_NAME=" + gpu_region.name();
+  Cleanup cleanup{{"/fake-cuda-" + device}};
   // Alone, a bursting 0.25 slice takes the whole idle GPU.
-  auto s = run_together({"FAKE_CUDA_DEVICE=" + device + " VGPU_GPU_UUID=" + gpu + " VGPU_SHM_NAME=/" + unique("vg-c") +
+  auto s = run_together({"FAKE_CUDA_DEVICE=" + device + " VGPU_GPU_UUID=" + gpu + " VGPU_SHM_NAME=" + c.name() +
                          " VGPU_COMPUTE_SHARE=0.25 VGPU_BURST=1"});
   EXPECT_GT(s[0], 0.85);
   // Beside a 0.5 slice that runs at its cap, it takes the other half, not the 0.5 slice's share.
   s = run_together({
-      "FAKE_CUDA_DEVICE=" + device + " VGPU_GPU_UUID=" + gpu + " VGPU_SHM_NAME=/" + unique("vg-c") +
+      "FAKE_CUDA_DEVICE=" + device + " VGPU_GPU_UUID=" + gpu + " VGPU_SHM_NAME=" + c.name() +
           " VGPU_COMPUTE_SHARE=0.25 VGPU_BURST=1",
-      "FAKE_CUDA_DEVICE=" + device + " VGPU_GPU_UUID=" + gpu + " VGPU_SHM_NAME=/" + unique("vg-d") +
+      "FAKE_CUDA_DEVICE=" + device + " VGPU_GPU_UUID=" + gpu + " VGPU_SHM_NAME=" + d.name() +
           " VGPU_COMPUTE_SHARE=0.5",
   });
   EXPECT_GT(s[0], 0.40);

@@ -25,6 +25,7 @@
 #define VGPU_ENV_COMPUTE_SHARE "VGPU_COMPUTE_SHARE" /* fraction of the GPU's time the slice gets */
 #define VGPU_ENV_BURST "VGPU_BURST"                 /* "1": may use idle capacity beyond its share */
 #define VGPU_ENV_SHM_NAME "VGPU_SHM_NAME"           /* POSIX shm object shared by the slice's processes */
+#define VGPU_ENV_GPU_SHM_NAME "VGPU_GPU_SHM_NAME"   /* POSIX shm object shared by the GPU's paced slices */
 #define VGPU_ENV_LOG_LEVEL "VGPU_LOG_LEVEL"         /* error | warn | notice | info | debug */
 
 /* Where the runtime finds the interception library (overrides the search). */
@@ -33,7 +34,11 @@
 
 /*
  * The shared-memory region of one virtual GPU (POSIX shm object VGPU_SHM_NAME),
- * mapped by every process bound to the slice. `used_bytes` is the slice's
+ * mapped by every process bound to the slice. Only the node's authority
+ * (vgpud, or the embedded runtime) creates regions, under unguessable names,
+ * and writes magic, abi_version and memory_limit before handing the name out;
+ * the interception library opens existing regions only and refuses a wrong
+ * magic or ABI. `used_bytes` is the slice's
  * total, changed only with atomic compare-and-swap, so admission never
  * overshoots the limit. Each process owns one slot and keeps its own share
  * there; a slot whose pid no longer exists is reclaimed (its bytes returned)
@@ -67,7 +72,8 @@ struct vgpu_shm_region {
 };
 
 /*
- * One region per physical GPU ("/vgpu-gpu-<uuid>") where every slice that
+ * One region per physical GPU (VGPU_GPU_SHM_NAME, "/vgpu-gpu-<index>-<random>";
+ * `reserved` holds the ABI version) where every slice that
  * paces its launches publishes its share, its recent use and when it last
  * wanted GPU time or was held back. A slice in burst mode (VGPU_BURST=1) may
  * run beyond its share while no other slice on the GPU is short: wanting time

@@ -15,6 +15,7 @@
 #include <apt/vgpu/device/backend.hpp>
 #include <apt/vgpu/device/backend_factory.hpp>
 #include <apt/vgpu/monitoring/vgpu_view.hpp>
+#include <apt/vgpu/runtime/accounting_region.hpp>
 #include <apt/vgpu/runtime/node_ledger.hpp>
 
 #include <map>
@@ -55,6 +56,12 @@ class Node {
   // last holder lets go. Throws ProcessError without MPS.
   [[nodiscard]] std::shared_ptr<class MpsDaemon> mps_daemon(std::uint32_t gpu);
 
+  // The name of a GPU's pacing region for libvgpu-cuda.so (burst coordination
+  // among this node object's intercept slices), created on first use and
+  // removed with the Node. Empty when it cannot be created (pacing still works,
+  // without burst).
+  [[nodiscard]] std::string gpu_region(std::uint32_t gpu);
+
  private:
   std::unique_ptr<device::Backend> backend_;
   NodeLedger ledger_;
@@ -62,6 +69,8 @@ class Node {
   std::map<std::uint64_t, monitoring::VgpuView> views_;  // guarded by views_mutex_
   std::mutex mps_mutex_;
   std::map<std::uint32_t, std::weak_ptr<MpsDaemon>> mps_;  // guarded by mps_mutex_
+  std::mutex regions_mutex_;
+  std::map<std::uint32_t, AccountingRegion> gpu_regions_;  // guarded by regions_mutex_
 };
 
 }  // namespace apt::vgpu::runtime

@@ -1,6 +1,7 @@
 #include "command.hpp"
 #include "output.hpp"
 
+#include <apt/vgpu/common/duration.hpp>
 #include <apt/vgpu/common/error.hpp>
 #include <apt/vgpu/common/size.hpp>
 #include <apt/vgpu/common/suggest.hpp>
@@ -15,27 +16,6 @@ namespace apt::vgpu::cli {
 namespace {
 
 using namespace std::chrono_literals;
-
-// "90", "90s", "5m", "2h", "1.5h" -> milliseconds.
-std::chrono::milliseconds parse_duration(const std::string& text, const std::string& what) {
-  std::size_t used = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  const std::string unit = used == 0 ? "?" : text.substr(used);
-  double scale = 0;
-  if (unit.empty() || unit == "s") scale = 1;
-  else if (unit == "ms") scale = 0.001;
-  else if (unit == "m") scale = 60;
-  else if (unit == "h") scale = 3600;
-  if (used == 0 || scale == 0 || !(value > 0)) {
-    throw InvalidArgument(fmt::format("{}: '{}' is not a duration; write e.g. 90s, 5m or 2h", what, text));
-  }
-  return std::chrono::milliseconds(static_cast<long long>(value * scale * 1000));
-}
 
 struct TaskSpec {
   std::string name;

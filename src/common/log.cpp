@@ -25,7 +25,11 @@ std::atomic<int>& current() noexcept {
   return value;
 }
 
+const char* g_program = "vgpu";
+
 }  // namespace
+
+void set_program(const char* name) noexcept { g_program = name; }
 
 void set_level(Level l) noexcept { current().store(static_cast<int>(l), std::memory_order_relaxed); }
 Level level() noexcept { return static_cast<Level>(current().load(std::memory_order_relaxed)); }
@@ -35,7 +39,8 @@ void write(Level l, std::string_view message) noexcept {
   if (!enabled(l)) return;
   static constexpr std::string_view kTags[] = {"error: ", "warning: ", "", "", "debug: "};
   try {
-    std::string line = "vgpu: ";
+    std::string line = g_program;
+    line += ": ";
     line += kTags[static_cast<int>(l)];
     line += message;
     line += '\n';

@@ -151,7 +151,7 @@ std::uint64_t AccountingRegion::used_bytes(const std::string& name) noexcept {
 }
 
 bool AccountingRegion::is_ours(const std::string& name) noexcept {
-  return name.rfind("/vgpu-", 0) == 0 && name.find('/', 1) == std::string::npos && name.size() < 200;
+  return name.rfind("/vgpu", 0) == 0 && name.find('/', 1) == std::string::npos && name.size() < 200;
 }
 
 }  // namespace apt::vgpu::runtime

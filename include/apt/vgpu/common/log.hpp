@@ -1,5 +1,5 @@
 // A minimal leveled logger writing one line per message to stderr, prefixed
-// "vgpu: ". The level comes from VGPU_LOG_LEVEL (error|warn|notice|info|debug,
+// "vgpu: " (or the name given to set_program). The level comes from VGPU_LOG_LEVEL (error|warn|notice|info|debug,
 // default notice) read once; set_log_level() overrides it (the CLI's -v/-q).
 //
 // Thread safety: all functions may be called from any thread; each message is
@@ -13,6 +13,8 @@ namespace apt::vgpu::log {
 enum class Level { error = 0, warn = 1, notice = 2, info = 3, debug = 4 };
 
 void set_level(Level level) noexcept;
+// The prefix of every line ("vgpu" unless changed; vgpud sets "vgpud"). Call before threads start.
+void set_program(const char* name) noexcept;
 [[nodiscard]] Level level() noexcept;
 [[nodiscard]] bool enabled(Level level) noexcept;
 void write(Level level, std::string_view message) noexcept;

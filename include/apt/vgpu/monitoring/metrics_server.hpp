@@ -1,6 +1,6 @@
-// A small HTTP/1.1 server for the exporter: GET requests on a loopback (or
-// any) address, one handler, one thread, connections closed after each
-// response. Enough for Prometheus scrapes and curl; not a general web server.
+// A small HTTP/1.1 server for the exporter (on cpp-httplib): GET requests on
+// a loopback (or any) IPv4 address, one handler, two worker threads. Enough
+// for Prometheus scrapes and curl; vgpud serves its /metrics with it too.
 //
 // The handler must not throw; a request that is not a GET gets 405, a
 // malformed one 400, errors are a JSON envelope {"error": {...}}.

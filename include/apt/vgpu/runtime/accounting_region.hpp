@@ -55,7 +55,7 @@ class AccountingRegion {
   // Bytes the slice's processes hold now, read from a slice region's header
   // (0 when it cannot be read).
   [[nodiscard]] static std::uint64_t used_bytes(const std::string& name) noexcept;
-  // Whether `name` looks like a region this project creates ("/vgpu-...").
+  // Whether `name` looks like a region this project creates ("/vgpu-..." or "/vgpud-...").
   [[nodiscard]] static bool is_ours(const std::string& name) noexcept;
 
  private:

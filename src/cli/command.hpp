@@ -21,6 +21,7 @@ struct GlobalOptions {
   std::string backend;   // empty: the profile's (default auto)
   std::string profile;   // empty: $VGPU_PROFILE or built-in defaults
   std::string sim_gpus;  // COUNT[xMEMORY][:NAME] for the simulated node
+  std::string socket;    // vgpud's socket (--socket); empty: $VGPU_SOCKET, then the default path
   bool verbose = false;
   bool quiet = false;
 
@@ -28,6 +29,9 @@ struct GlobalOptions {
   [[nodiscard]] config::Config load_config() const;
   // A node for `config`, honouring --backend and --sim-gpus.
   [[nodiscard]] std::shared_ptr<runtime::Node> open_node(const config::Config& config) const;
+  // vgpud's socket when a daemon serves this node; nullopt means "run embedded"
+  // (after a one-line notice naming what was looked for).
+  [[nodiscard]] std::optional<std::string> daemon_socket() const;
 };
 
 class Command {
@@ -50,6 +54,8 @@ std::unique_ptr<Command> make_devices_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_profile_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_create_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_run_command(const GlobalOptions& globals);
+std::unique_ptr<Command> make_list_command(const GlobalOptions& globals);
+std::unique_ptr<Command> make_delete_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_demo_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_memory_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_simulate_command(const GlobalOptions& globals);

@@ -5,6 +5,9 @@
 #include <apt/vgpu/common/log.hpp>
 #include <apt/vgpu/config/load_profile.hpp>
 #include <apt/vgpu/device/backend_factory.hpp>
+#include <apt/vgpu/runtime/daemon_client.hpp>
+
+#include <fmt/format.h>
 
 #include <cstdlib>
 #include <iostream>
@@ -41,6 +44,15 @@ std::shared_ptr<runtime::Node> GlobalOptions::open_node(const config::Config& co
   return runtime::Node::open(vgpu, kind);
 }
 
+std::optional<std::string> GlobalOptions::daemon_socket() const {
+  auto path = runtime::DaemonClient::find_daemon_socket(socket);
+  if (!path) {
+    log::notice(fmt::format("no vgpud at {}; running embedded (this process keeps its own ledger)",
+                            runtime::kDefaultDaemonSocket));
+  }
+  return path;
+}
+
 }  // namespace apt::vgpu::cli
 
 int main(int argc, char** argv) {
@@ -59,6 +71,9 @@ int main(int argc, char** argv) {
   app.add_option("--profile", globals.profile, "Profile name or YAML path (default: $VGPU_PROFILE or built-in defaults)");
   app.add_option("--sim-gpus", globals.sim_gpus,
                  "Simulated node shape COUNT[xMEMORY][:NAME], e.g. 4x40GB (default 8x80GB; env VGPU_SIM_GPUS)");
+  app.add_option("--socket", globals.socket,
+                 "vgpud's API socket (default: $VGPU_SOCKET, else /run/vgpu/vgpud.sock when it exists; without a "
+                 "daemon, commands run embedded)");
   app.add_flag("-v,--verbose", globals.verbose, "Log more (same as VGPU_LOG_LEVEL=debug)");
   app.add_flag("-q,--quiet", globals.quiet, "Log errors only");
 
@@ -67,6 +82,8 @@ int main(int argc, char** argv) {
   commands.push_back(cli::make_profile_command(globals));
   commands.push_back(cli::make_create_command(globals));
   commands.push_back(cli::make_run_command(globals));
+  commands.push_back(cli::make_list_command(globals));
+  commands.push_back(cli::make_delete_command(globals));
   commands.push_back(cli::make_demo_command(globals));
   commands.push_back(cli::make_memory_command(globals));
   commands.push_back(cli::make_simulate_command(globals));

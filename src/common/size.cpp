@@ -87,8 +87,11 @@ std::uint64_t parse_size(std::string_view text, std::string_view what) {
   }
   if (factor == 1) bad_size(text, what, "a fraction of a byte");
   const double value = std::stod(std::string(number)) * static_cast<double>(factor);
-  if (!std::isfinite(value) || value >= 1.8e19) bad_size(text, what, "too large");
-  return static_cast<std::uint64_t>(std::llround(value));
+  // 2^64 is the first double past every uint64_t; llround would also cap at 2^63.
+  if (!std::isfinite(value) || value >= 18446744073709551616.0) {
+    bad_size(text, what, "too large (at most 2^64-1 bytes, about 18.4 EB)");
+  }
+  return static_cast<std::uint64_t>(std::round(value));
 }
 
 std::string format_size(std::uint64_t bytes) {

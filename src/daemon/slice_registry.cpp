@@ -370,13 +370,26 @@ nlohmann::json SliceRegistry::create(const Caller& caller, const SliceRequest& r
   check_user_limits(owner_uid, request);
   runtime::SliceRequest ledger_request{request.gpu.value_or(0), request.memory.value_or(0), request.compute.value_or(0.0),
                                        request.name};
-  if (!request.gpu) ledger_request.gpu = choose_gpu(ledger_request);
-  if (ledger_request.gpu >= node_->backend().gpu_count()) {
+  if (request.gpu && *request.gpu >= node_->backend().gpu_count()) {
     throw ApiError(ErrorCode::invalid_argument,
-                   fmt::format("gpu: {} does not exist; this node has GPUs 0..{}", ledger_request.gpu,
+                   fmt::format("gpu: {} does not exist; this node has GPUs 0..{}", *request.gpu,
                                node_->backend().gpu_count() - 1),
                    "gpu");
   }
+  // More memory than the GPU (or any GPU) can ever hold is a bad request, not a wait for room.
+  std::uint64_t largest = 0;
+  for (const auto& c : node_->ledger().capacity()) {
+    if (!request.gpu || c.gpu == *request.gpu) largest = std::max(largest, c.memory_capacity);
+  }
+  if (ledger_request.memory_bytes > largest) {
+    throw ApiError(ErrorCode::invalid_argument,
+                   fmt::format("memory: {} is more than {} can hold ({}); ask for at most that",
+                               format_size(ledger_request.memory_bytes),
+                               request.gpu ? fmt::format("GPU {}", *request.gpu) : std::string("any GPU here"),
+                               format_size(largest)),
+                   "memory", {{"requested_bytes", ledger_request.memory_bytes}, {"largest_bytes", largest}});
+  }
+  if (!request.gpu) ledger_request.gpu = choose_gpu(ledger_request);
   if (!request.name.empty()) {
     for (const auto& [id, s] : slices_) {
       if (s.record.owner_uid == owner_uid && s.record.name == request.name) {

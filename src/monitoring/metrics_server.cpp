@@ -48,6 +48,7 @@ MetricsServer::MetricsServer(const std::string& address, Handler handler) : impl
   s.set_read_timeout(5, 0);
   s.set_write_timeout(5, 0);
   s.set_payload_max_length(64 * 1024);
+  s.set_keep_alive_max_count(1);  // one request per connection: a scraper never holds a worker
   s.Get(".*", [handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
     HttpRequest request{req.method, req.path, {}};
     if (const auto q = req.target.find('?'); q != std::string::npos) request.query = req.target.substr(q + 1);

@@ -25,6 +25,13 @@ TEST(ParseSize, CaseSpacesAndFractions) {
   EXPECT_EQ(parse_size("0.5GiB"), 512ULL << 20U);
 }
 
+TEST(ParseSize, FractionsAbove2To63AreExactNotClamped) {
+  // llround() caps at 2^63: 9300000.5TB once came back as 9223372036854775808.
+  EXPECT_EQ(parse_size("9300000.5TB"), 9'300'000'500'000'000'000ULL);
+  EXPECT_THROW((void)parse_size("18.5EiB"), InvalidArgument);
+  EXPECT_THROW((void)parse_size("18446744.1TB"), InvalidArgument);
+}
+
 TEST(ParseSize, RejectsBadInputNamingTheValueAndField) {
   for (const char* bad : {"", "GB", "-1GB", "20XB", "20G", "1.5", "1.2.3GB", "abc", "99999999999999999999",
                           "20000000000TB"}) {

@@ -329,7 +329,7 @@ TEST(MetricsServer, ServesMetricsOverHttp) {
   EXPECT_NE(ok.find("Content-Type: text/plain; version=0.0.4"), std::string::npos);
   EXPECT_NE(ok.find("vgpu_gpu_memory_total_bytes"), std::string::npos);
   EXPECT_EQ(http_get(server.port(), "GET /nope HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404", 0), 0U);
-  EXPECT_EQ(http_get(server.port(), "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405", 0), 0U);
+  EXPECT_EQ(http_get(server.port(), "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").rfind("HTTP/1.1 405", 0), 0U);
   EXPECT_EQ(http_get(server.port(), "garbage\r\n\r\n").rfind("HTTP/1.1 400", 0), 0U);
   server.stop();
   monitor.stop();

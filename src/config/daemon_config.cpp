@@ -78,7 +78,7 @@ void read_daemon(Reader& r, const YAML::Node& node, DaemonSection& out) {
   if (const YAML::Node limits = node["limits"]) {
     if (r.check_map(limits, "daemon.limits", kLimitsKeys)) {
       if (const YAML::Node d = limits["default"]) read_limits(r, d, "daemon.limits.default", out.default_limits);
-      if (const YAML::Node users = limits["users"]) {
+      if (const YAML::Node users = limits["users"]; users && !users.IsNull()) {
         if (!users.IsMap()) {
           r.issue(users.Mark(), "daemon.limits.users",
                   fmt::format("expected a mapping of user name or uid to limits, got {}", Reader::describe(users)));

@@ -41,6 +41,7 @@ struct Flags {
   std::string metrics_listen;
   std::string sim_gpus;
   std::string log_level;
+  bool check_config = false;
 };
 
 config::DaemonConfig load(const Flags& flags) {
@@ -70,6 +71,10 @@ std::string daemon_metrics(const SliceRegistry& registry, const runtime::Node& n
 
 int run(const Flags& flags) {
   config::DaemonConfig config = load(flags);
+  if (flags.check_config) {
+    std::cout << (flags.config.empty() ? std::string("built-in defaults") : flags.config) << ": valid\n";
+    return 0;
+  }
   if (!flags.sim_gpus.empty()) {
     device::SimConfig shape;
     shape.name = config.vgpu.simulated_node.name;
@@ -116,8 +121,10 @@ int run(const Flags& flags) {
           if (req.path == "/metrics") {
             std::string body;
             if (monitor) {
-              body = monitoring::render_prometheus(monitor->get_current_stats(),
-                                                   {monitor->active_alerts(), monitor->samples_taken()});
+              // A fresh sample per scrape (as node_exporter reads on scrape), so the slices
+              // shown are the slices that exist now; the sampler keeps the history between scrapes.
+              const auto stats = monitor->sample();
+              body = monitoring::render_prometheus(stats, {monitor->active_alerts(), monitor->samples_taken()});
             }
             body += daemon_metrics(registry, *node);
             return monitoring::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", body};
@@ -195,6 +202,7 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-listen", flags.metrics_listen,
                  "HOST:PORT for /metrics (default 127.0.0.1:9400; port 0 picks a free one; 'off' disables)");
   app.add_option("--sim-gpus", flags.sim_gpus, "Simulated node shape COUNT[xMEMORY][:NAME] (sim backend)");
+  app.add_flag("--check-config", flags.check_config, "Validate --config (and the flags) and exit: 0 when valid, 2 when not");
   app.add_option("--log-level", flags.log_level, "error | warn | notice | info | debug (default notice; env VGPU_LOG_LEVEL)")
       ->check(CLI::IsMember({"error", "warn", "notice", "info", "debug"}));
   try {

@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -536,6 +537,63 @@ TEST(Vgpud, ABadConfigIsAUsageErrorWithFileAndLine) {
   EXPECT_NE(r.err.find("did you mean 'max_connections'"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("daemon.limits.default.memory"), std::string::npos) << r.err;
   std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace apt::vgpu
+
+namespace apt::vgpu {
+namespace {
+
+TEST(VgpudPackaging, TheSampleConfigIsValid) {
+  const auto r = testing::run_shell(std::string(VGPUD_PATH) + " --check-config --config " + VGPU_SOURCE_DIR +
+                                    "/packaging/vgpud.yaml");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("valid"), std::string::npos);
+}
+
+TEST(VgpudPackaging, TheGrafanaDashboardQueriesOnlyMetricsTheDaemonExports) {
+  testing::Daemon d(kConfig);
+  d.start();
+  // A slice with a process, so per-slice series exist too.
+  runtime::SliceSpec spec;
+  spec.memory_limit = 4'000'000'000ULL;
+  spec.compute_share = 0.5;
+  spec.isolation = config::Isolation::intercept;
+  const auto slice = d.client().create(spec);
+  (void)d.client().attach(slice.id);
+  const std::string log = d.log();
+  const auto at = log.find("metrics on http://");
+  ASSERT_NE(at, std::string::npos) << log;
+  const std::string url = log.substr(at + 11, log.find('\n', at) - at - 11);
+  // The monitor samples once a second; the first scrape samples itself when none exists yet.
+  const auto scrape = testing::run_shell("curl -sf " + url);
+  ASSERT_EQ(scrape.exit_code, 0) << url;
+  const std::string exposition = scrape.out;
+  const auto dashboard = json::parse(testing::slurp(std::string(VGPU_SOURCE_DIR) + "/packaging/grafana/vgpu-dashboard.json"));
+  const std::regex metric(R"(\bvgpu_[a-z_]+)");
+  int queries = 0;
+  std::vector<std::string> exprs;
+  for (const auto& panel : dashboard["panels"]) {
+    for (const auto& target : panel["targets"]) exprs.push_back(target["expr"]);
+  }
+  for (const auto& v : dashboard["templating"]["list"]) {
+    if (v.contains("query") && v["query"].is_string()) exprs.push_back(v["query"]);
+  }
+  for (const std::string& expr : exprs) {
+    for (auto it = std::sregex_iterator(expr.begin(), expr.end(), metric); it != std::sregex_iterator(); ++it) {
+      ++queries;
+      const std::string name = it->str();
+      EXPECT_TRUE(exposition.find("\n" + name + "{") != std::string::npos ||
+                  exposition.find("\n" + name + " ") != std::string::npos)
+          << "the dashboard queries " << name << ", which /metrics does not export";
+    }
+  }
+  EXPECT_GE(queries, 15);
+  if (testing::run_shell("command -v promtool").exit_code == 0) {
+    const auto check = testing::run_shell("curl -sf " + url + " | promtool check metrics");
+    EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+  }
 }
 
 }  // namespace

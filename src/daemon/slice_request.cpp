@@ -68,6 +68,9 @@ nlohmann::json parse_body(const std::string& body) {
                    fmt::format("the body is not valid JSON (at byte {}); send an object such as "
                                "{{\"gpu\": 0, \"memory\": \"4GB\"}}",
                                e.byte));
+  } catch (const nlohmann::json::exception& e) {
+    // e.g. a number too large for a double (1e999): valid JSON grammar, but no value we can hold.
+    throw ApiError(ErrorCode::invalid_argument, fmt::format("the body holds a value out of range: {}", e.what()));
   }
 }
 

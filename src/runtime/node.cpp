@@ -58,6 +58,10 @@ std::shared_ptr<Node> Node::default_node() {
       kind = device::parse_backend_kind(backend);
     }
     node = open(config, kind);
+    if (auto socket = DaemonClient::find_daemon_socket()) {
+      node->set_daemon(std::make_shared<const DaemonClient>(*socket));
+      log::info(fmt::format("virtual GPUs are granted by vgpud at {}", *socket));
+    }
   }
   return node;
 }

@@ -5,6 +5,7 @@
 #include <apt/vgpu/intercept/abi.h>
 #include <apt/vgpu/runtime/accounting_region.hpp>
 #include <apt/vgpu/runtime/mps_daemon.hpp>
+#include <apt/vgpu/runtime/run_process.hpp>
 #include <apt/vgpu/runtime/slice_environment.hpp>
 #include <apt/vgpu/runtime/virtual_gpu.hpp>
 #include <apt/vgpu/runtime/vgpu_scope.hpp>
@@ -36,8 +37,21 @@ struct VirtualGPU::Impl : std::enable_shared_from_this<VirtualGPU::Impl> {
   std::vector<std::int64_t> pids;     // children running on the slice; guarded by mutex
 
   AccountingRegion region;            // intercept mode: the slice's processes' shared accounting
+  // With vgpud: the daemon's slice, held by this process (lease stays empty).
+  std::shared_ptr<const DaemonClient> daemon;
+  SliceInfo remote;
+  LeaseInfo remote_lease;
 
   ~Impl() {
+    if (daemon) {
+      try {
+        daemon->remove(remote.id);
+      } catch (const std::exception& e) {
+        // The daemon also ends it when this process exits.
+        log::warn(fmt::format("{}: could not delete slice {} on vgpud: {}", name, remote.id, e.what()));
+      }
+      return;
+    }
     if (!lease.active()) return;
     if (auto* sim = node->backend().simulator(); sim != nullptr) sim->clear_load(lease.info().gpu, load_key());
     node->remove_vgpu_view(lease.info().id);
@@ -46,6 +60,7 @@ struct VirtualGPU::Impl : std::enable_shared_from_this<VirtualGPU::Impl> {
   [[nodiscard]] std::string load_key() const { return fmt::format("lease-{}", lease.info().id); }
   // Tells the node's monitor view, and the simulated node, what this slice is doing.
   void publish_load_locked() {
+    if (daemon) return;  // the daemon's monitor attributes its slices
     monitoring::VgpuView view;
     view.name = name;
     view.gpu = lease.info().gpu;
@@ -78,6 +93,7 @@ struct VirtualGPU::Impl : std::enable_shared_from_this<VirtualGPU::Impl> {
   }
 
   void ensure_healthy() {
+    if (daemon) return;  // the daemon keeps its slices on their GPU (no recovery across GPUs yet)
     std::lock_guard lock(mutex);
     device::Backend& backend = node->backend();
     const std::uint32_t gpu = lease.info().gpu;
@@ -146,6 +162,31 @@ VirtualGPU::VirtualGPU(VirtualGpuOptions options, std::shared_ptr<Node> node) {
   if (options.memory_limit && *options.memory_limit == 0) {
     throw InvalidArgument("memory_limit: 0 bytes leaves the virtual GPU no memory; give a size like 20GB, or none for no limit");
   }
+  auto impl = std::make_shared<Impl>();
+  impl->node = node;
+  if (const auto& daemon = node->daemon()) {
+    // The node's daemon grants the slice (and checks it against its GPUs); this
+    // process holds it until the VirtualGPU goes away.
+    impl->options = std::move(options);
+    const VirtualGpuOptions& o = impl->options;
+    SliceSpec spec;
+    spec.gpu = o.gpu_id;
+    spec.memory_limit = o.memory_limit;
+    spec.compute_share = o.compute_ratio;
+    spec.priority = o.priority;
+    spec.isolation = o.isolation;
+    spec.burst = o.burst;
+    spec.name = o.name;
+    spec.ephemeral = true;
+    impl->remote = daemon->create(spec);
+    impl->daemon = daemon;
+    impl->name = impl->remote.name;
+    impl->remote_lease = LeaseInfo{std::stoull(impl->remote.id, nullptr, 16), impl->remote.gpu,
+                                   impl->remote.memory_limit.value_or(0), impl->remote.compute_share.value_or(0.0),
+                                   impl->remote.owner};
+    impl_ = std::move(impl);
+    return;
+  }
   if (options.fallback_gpu) (void)node->backend().gpu(*options.fallback_gpu);
   const device::GpuInfo& gpu = node->backend().gpu(options.gpu_id);
   if (options.memory_limit && *options.memory_limit > gpu.memory_total * node->ledger().options().oversubscription) {
@@ -153,8 +194,6 @@ VirtualGPU::VirtualGPU(VirtualGpuOptions options, std::shared_ptr<Node> node) {
                                     format_size(*options.memory_limit), gpu.index, gpu.name,
                                     format_size(gpu.memory_total), format_size(gpu.memory_total)));
   }
-  auto impl = std::make_shared<Impl>();
-  impl->node = node;
   impl->options = std::move(options);
   impl->lease = node->ledger().acquire(SliceRequest{impl->options.gpu_id, impl->options.memory_limit.value_or(0),
                                                     impl->options.compute_ratio.value_or(0.0), impl->options.name});
@@ -184,12 +223,12 @@ Node& VirtualGPU::node() const noexcept { return *impl_->node; }
 
 std::uint32_t VirtualGPU::gpu_id() const {
   std::lock_guard lock(impl_->mutex);
-  return impl_->lease.info().gpu;
+  return impl_->daemon ? impl_->remote.gpu : impl_->lease.info().gpu;
 }
 
 LeaseInfo VirtualGPU::lease() const {
   std::lock_guard lock(impl_->mutex);
-  return impl_->lease.info();
+  return impl_->daemon ? impl_->remote_lease : impl_->lease.info();
 }
 
 std::vector<Recovery> VirtualGPU::recoveries() const {
@@ -198,6 +237,7 @@ std::vector<Recovery> VirtualGPU::recoveries() const {
 }
 
 std::string VirtualGPU::device() const {
+  if (impl_->daemon) return impl_->remote.device;
   return fmt::format("{}:{}", impl_->node->backend().device_type(), gpu_id());
 }
 
@@ -225,6 +265,16 @@ std::string VirtualGPU::find_intercept_library() {
 }
 
 std::map<std::string, std::string> VirtualGPU::environment() const {
+  if (impl_->daemon) {
+    auto env = impl_->remote.environment;
+    if (impl_->options.isolation == config::Isolation::intercept) {
+      // The library beside this program wins over the daemon's guess (the same path once installed).
+      if (const std::string lib = find_intercept_library(); !lib.empty()) env["LD_PRELOAD"] = lib;
+      const char* existing = std::getenv("LD_PRELOAD");
+      if (env.count("LD_PRELOAD") != 0 && existing != nullptr && *existing != '\0') env["LD_PRELOAD"] += std::string(":") + existing;
+    }
+    return env;
+  }
   const LeaseInfo info = lease();
   const VirtualGpuOptions& o = impl_->options;
   const device::GpuInfo& gpu = impl_->node->backend().gpu(info.gpu);
@@ -257,6 +307,15 @@ RunResult VirtualGPU::run(const std::vector<std::string>& argv, const RunOptions
         "{}: isolation 'intercept' needs {} and it was not found (set {} to its path, or build and install it); "
         "use isolation 'none' to run with accounting only",
         impl_->name, VGPU_INTERCEPT_LIBRARY_NAME, VGPU_ENV_INTERCEPT_LIBRARY));
+  }
+  if (impl_->daemon) {
+    // The daemon tracks the child (and the MPS daemon, and the region); we only start and wait.
+    RunOptions with_attach = options;
+    with_attach.on_start = [this, &options](pid_t pid) {
+      (void)impl_->daemon->attach(impl_->remote.id, pid);
+      if (options.on_start) options.on_start(pid);
+    };
+    return run_process(argv, env, with_attach);
   }
   // MPS clients need their GPU's control daemon for as long as they run.
   std::shared_ptr<MpsDaemon> mps;

@@ -598,3 +598,46 @@ TEST(VgpudPackaging, TheGrafanaDashboardQueriesOnlyMetricsTheDaemonExports) {
 
 }  // namespace
 }  // namespace apt::vgpu
+
+#include <apt/vgpu/runtime/virtual_gpu.hpp>
+
+namespace apt::vgpu {
+namespace {
+
+TEST(VgpudClients, TheCppApiLeasesFromTheDaemonWhenANodeHasOne) {
+  testing::Daemon d(kConfig);
+  d.start();
+  // What Node::default_node() does when $VGPU_SOCKET or /run/vgpu/vgpud.sock exists.
+  config::VgpuConfig local;
+  auto node = runtime::Node::open(local, device::BackendKind::sim);
+  node->set_daemon(std::make_shared<const runtime::DaemonClient>(d.socket()));
+  {
+    auto vgpu = runtime::create_vgpu(2, "20GB", 0.5, {}, node);
+    const auto slices = d.client().list();
+    ASSERT_EQ(slices.size(), 1U);
+    EXPECT_EQ(slices[0].name, vgpu.name());
+    EXPECT_EQ(slices[0].gpu, 2U);
+    EXPECT_TRUE(slices[0].ephemeral) << "held by this process";
+    EXPECT_EQ(vgpu.gpu_id(), 2U);
+    EXPECT_EQ(vgpu.device(), "sim:2");
+    EXPECT_EQ(vgpu.lease().memory_bytes, 20'000'000'000ULL);
+    EXPECT_EQ(vgpu.environment().at("VGPU_ID"), slices[0].id);
+    // Nothing was taken from the process's own ledger: the daemon's book is the one.
+    EXPECT_EQ(node->ledger().active_slices(), 0U);
+    // Another process (the CLI) sees the daemon's book: GPU 2 has 60 GB left, not 80.
+    const auto r = testing::run_shell(vgpu_cli(d) + " run --gpu 2 --memory 70GB -- true");
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    // run() binds the child to the daemon's slice and attaches it there.
+    runtime::RunOptions capture;
+    capture.capture_output = true;
+    auto result = vgpu.run({"sh", "-c", "echo $VGPU_ID $VGPU_MEMORY_LIMIT"}, capture);
+    EXPECT_EQ(result.exit_code, 0);
+    EXPECT_EQ(result.output, slices[0].id + " 20000000000\n");
+    // Over-commit through the API is refused by the daemon.
+    EXPECT_THROW((void)runtime::create_vgpu(2, "70GB", std::nullopt, {}, node), CapacityError);
+  }
+  EXPECT_TRUE(d.client().list().empty()) << "the slice ends with the last VirtualGPU copy";
+}
+
+}  // namespace
+}  // namespace apt::vgpu

@@ -8,6 +8,11 @@
 // otherwise) and the backend named by VGPU_BACKEND (default: the profile's,
 // usually auto). set_default_node() replaces it (tests, the CLI).
 //
+// When vgpud serves the node ($VGPU_SOCKET, or /run/vgpu/vgpud.sock exists),
+// the default node carries a DaemonClient and every VirtualGPU made on it is
+// a slice granted by the daemon (held by this process) instead of a lease
+// from this process's own ledger.
+//
 // Thread safety: all methods are safe to call concurrently.
 #pragma once
 
@@ -16,6 +21,7 @@
 #include <apt/vgpu/device/backend_factory.hpp>
 #include <apt/vgpu/monitoring/vgpu_view.hpp>
 #include <apt/vgpu/runtime/accounting_region.hpp>
+#include <apt/vgpu/runtime/daemon_client.hpp>
 #include <apt/vgpu/runtime/node_ledger.hpp>
 
 #include <map>
@@ -62,6 +68,10 @@ class Node {
   // without burst).
   [[nodiscard]] std::string gpu_region(std::uint32_t gpu);
 
+  // The daemon that grants this node's slices, if any (see above).
+  void set_daemon(std::shared_ptr<const DaemonClient> daemon) { daemon_ = std::move(daemon); }
+  [[nodiscard]] const std::shared_ptr<const DaemonClient>& daemon() const noexcept { return daemon_; }
+
  private:
   std::unique_ptr<device::Backend> backend_;
   NodeLedger ledger_;
@@ -71,6 +81,7 @@ class Node {
   std::map<std::uint32_t, std::weak_ptr<MpsDaemon>> mps_;  // guarded by mps_mutex_
   std::mutex regions_mutex_;
   std::map<std::uint32_t, AccountingRegion> gpu_regions_;  // guarded by regions_mutex_
+  std::shared_ptr<const DaemonClient> daemon_;             // set before the node is shared
 };
 
 }  // namespace apt::vgpu::runtime

@@ -167,7 +167,8 @@ daemon:
   const auto slices = d.client().list(true);
   std::map<std::uint32_t, std::uint64_t> memory;
   for (const auto& s : slices) memory[s.gpu] += s.memory_limit.value_or(0);
-  for (const auto& g : json::parse(d.client().get_json("/v1/node"))["gpus"]) {
+  const auto node = json::parse(d.client().get_json("/v1/node"));
+  for (const auto& g : node["gpus"]) {
     EXPECT_EQ(g["memory_leased_bytes"].get<std::uint64_t>(), memory[g["index"].get<std::uint32_t>()]);
   }
   std::string summary;

@@ -24,6 +24,7 @@
 #include <optional>
 #include <poll.h>
 #include <string>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -143,6 +144,9 @@ class Daemon {
       const std::string log = (dir_ / "vgpud.log").string();
       const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
       ::dup2(fd, STDERR_FILENO);
+      // Never hold the test's stdout (ctest waits on it), and die with the test.
+      ::dup2(fd, STDOUT_FILENO);
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
       for (const auto& kv : extra_env_) ::putenv(const_cast<char*>(kv.c_str()));
       const std::string socket_path = socket();

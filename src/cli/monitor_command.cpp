@@ -6,6 +6,7 @@
 #include <apt/vgpu/monitoring/gpu_monitor.hpp>
 #include <apt/vgpu/monitoring/metrics_server.hpp>
 #include <apt/vgpu/monitoring/prometheus_exporter.hpp>
+#include <apt/vgpu/runtime/daemon_client.hpp>
 
 #include <atomic>
 #include <csignal>
@@ -79,6 +80,13 @@ class MonitorCommand final : public Command {
 
   int run() override {
     const auto config = globals_.load_config();
+    if (once_ && metrics_.empty() && !interval_) {
+      // With a daemon, its monitor is the node's: read it rather than sampling here.
+      if (const auto socket = globals_.daemon_socket()) {
+        std::cout << runtime::DaemonClient(*socket).get_text("/v1/metrics");
+        return 0;
+      }
+    }
     auto node = globals_.open_node(config);
     std::vector<std::string> metrics = metrics_;
     if (metrics.empty()) metrics = config::known_metrics();

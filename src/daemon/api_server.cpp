@@ -203,7 +203,7 @@ bool is_slice_id(const std::string& id) {
   return id.size() == 16 && std::all_of(id.begin(), id.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-const std::regex kKnownPaths(R"(^/v1(/(health|whoami|node|events|slices)|/slices/[^/]+(/processes)?)?$)");
+const std::regex kKnownPaths(R"(^/v1(/(health|whoami|node|events|metrics|slices)|/slices/[^/]+(/processes)?)?$)");
 
 }  // namespace
 
@@ -216,9 +216,10 @@ struct ApiServer::Impl {
   int lock_fd = -1;
   std::atomic<std::uint32_t> subscribers{0};
   bool running = false;
+  std::function<std::string()> metrics;
 
-  Impl(SliceRegistry& r, EventLog& e, const config::DaemonSection& o)
-      : registry(r), events(e), options(o), server(o.request_timeout) {}
+  Impl(SliceRegistry& r, EventLog& e, const config::DaemonSection& o, std::function<std::string()> m)
+      : registry(r), events(e), options(o), server(o.request_timeout), metrics(std::move(m)) {}
 
   // Runs a handler with the caller identified and every error rendered as JSON.
   template <class F>
@@ -295,6 +296,11 @@ struct ApiServer::Impl {
                   const std::string id = slice_id(req);
                   reply(res, 200, registry.attach(c, id, parse_attach_request(parse_body(req.body))));
                 }));
+    server.Get("/v1/metrics", guarded([this](const httplib::Request&, httplib::Response& res, const Caller&) {
+      if (!metrics) throw ApiError(ErrorCode::unavailable, "monitoring is off on this daemon (vgpu.monitoring.enabled)");
+      res.status = 200;
+      res.set_content(metrics(), "text/plain; version=0.0.4; charset=utf-8");
+    }));
     server.Get("/v1/events", guarded([this](const httplib::Request& req, httplib::Response& res, const Caller& c) {
       events_handler(req, res, c);
     }));
@@ -456,8 +462,9 @@ struct ApiServer::Impl {
   }
 };
 
-ApiServer::ApiServer(SliceRegistry& registry, EventLog& events, const config::DaemonSection& options)
-    : impl_(std::make_unique<Impl>(registry, events, options)) {
+ApiServer::ApiServer(SliceRegistry& registry, EventLog& events, const config::DaemonSection& options,
+                     std::function<std::string()> metrics)
+    : impl_(std::make_unique<Impl>(registry, events, options, std::move(metrics))) {
   // Workers: enough for every allowed long poll plus a full complement for short requests.
   const std::size_t threads = std::max<std::size_t>(8, std::thread::hardware_concurrency() * 2) + options.max_event_subscribers;
   const std::size_t max_waiting = options.max_connections;

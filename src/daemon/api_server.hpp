@@ -9,7 +9,7 @@
 // on /v1/events are capped at `max_event_subscribers`. Bodies over
 // `max_body` get 413. Every error is {"error": {code, status, message, field}}.
 //
-// Routes: GET /v1, /v1/health, /v1/whoami, /v1/node, /v1/events;
+// Routes: GET /v1, /v1/health, /v1/whoami, /v1/node, /v1/events, /v1/metrics;
 // GET/POST /v1/slices; GET/DELETE /v1/slices/{id}; POST /v1/slices/{id}/processes.
 //
 // Thread safety: start() and stop() from one thread; handlers run on the pool.
@@ -20,6 +20,7 @@
 
 #include <apt/vgpu/config/daemon_config.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,7 +28,10 @@ namespace apt::vgpu::daemon {
 
 class ApiServer {
  public:
-  ApiServer(SliceRegistry& registry, EventLog& events, const config::DaemonSection& options);
+  // `metrics` renders the Prometheus text also served on GET /v1/metrics (so `vgpu monitor --once`
+  // reads the daemon's monitor over the socket); may be empty.
+  ApiServer(SliceRegistry& registry, EventLog& events, const config::DaemonSection& options,
+            std::function<std::string()> metrics = {});
   ~ApiServer();
   ApiServer(const ApiServer&) = delete;
   ApiServer& operator=(const ApiServer&) = delete;

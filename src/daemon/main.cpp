@@ -115,18 +115,21 @@ int run(const Flags& flags) {
     });
     monitor->start();
   }
+  // The node's Prometheus text: a fresh sample per scrape (as node_exporter reads on scrape), so
+  // the slices shown are the slices that exist now; the sampler keeps the history between scrapes.
+  std::function<std::string()> render_metrics;
+  if (monitor) {
+    render_metrics = [&] {
+      const auto stats = monitor->sample();
+      return monitoring::render_prometheus(stats, {monitor->active_alerts(), monitor->samples_taken()}) +
+             daemon_metrics(registry, *node);
+    };
+  }
   if (!config.daemon.metrics_listen.empty() && config.daemon.metrics_listen != "off") {
     metrics = std::make_unique<monitoring::MetricsServer>(
         config.daemon.metrics_listen, [&](const monitoring::HttpRequest& req) {
           if (req.path == "/metrics") {
-            std::string body;
-            if (monitor) {
-              // A fresh sample per scrape (as node_exporter reads on scrape), so the slices
-              // shown are the slices that exist now; the sampler keeps the history between scrapes.
-              const auto stats = monitor->sample();
-              body = monitoring::render_prometheus(stats, {monitor->active_alerts(), monitor->samples_taken()});
-            }
-            body += daemon_metrics(registry, *node);
+            const std::string body = render_metrics ? render_metrics() : daemon_metrics(registry, *node);
             return monitoring::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", body};
           }
           if (req.path == "/healthz") return monitoring::HttpResponse{200, "text/plain; charset=utf-8", "ok\n"};
@@ -136,7 +139,7 @@ int run(const Flags& flags) {
     log::notice(fmt::format("metrics on http://{}/metrics", metrics->address()));
   }
 
-  ApiServer api(registry, events, config.daemon);
+  ApiServer api(registry, events, config.daemon, render_metrics);
   api.start();
   log::notice(fmt::format("vgpud ready: socket {}, state {}, backend {} with {} GPUs, {} slices", config.daemon.socket,
                           config.daemon.state_dir.string(), node->backend().name(), node->backend().gpu_count(),

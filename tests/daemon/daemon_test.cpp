@@ -641,3 +641,23 @@ TEST(VgpudClients, TheCppApiLeasesFromTheDaemonWhenANodeHasOne) {
 
 }  // namespace
 }  // namespace apt::vgpu
+
+namespace apt::vgpu {
+namespace {
+
+TEST(VgpudClients, MonitorOnceReadsTheDaemonsMonitor) {
+  testing::Daemon d(kConfig);
+  d.start();
+  runtime::SliceSpec spec;
+  spec.memory_limit = 2'000'000'000ULL;
+  spec.name = "watched";
+  (void)d.client().create(spec);
+  const auto r = testing::run_shell(vgpu_cli(d) + " monitor --once");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("vgpu_daemon_slices 1\n"), std::string::npos) << r.out.substr(0, 500);
+  EXPECT_NE(r.out.find("vgpu=\"watched\""), std::string::npos) << "the daemon's slices are attributed";
+  EXPECT_NE(r.out.find("vgpu_gpu_memory_total_bytes{gpu=\"3\""), std::string::npos) << "the daemon's 4-GPU node";
+}
+
+}  // namespace
+}  // namespace apt::vgpu

@@ -107,6 +107,8 @@ class DaemonClient {
 
   // A raw GET of an API path (e.g. "/v1/node"), returning the JSON text; throws like the rest.
   [[nodiscard]] std::string get_json(const std::string& path) const;
+  // The same for a path that answers text (e.g. "/v1/metrics").
+  [[nodiscard]] std::string get_text(const std::string& path) const { return get_json(path); }
 
  private:
   std::string request(const char* method, const std::string& path, const std::string& body, int expected) const;

@@ -3,8 +3,8 @@
 // socket and /metrics on TCP. Foreground, logs to stderr (journald adds time).
 //
 // Signals are handled on the main thread with sigwait (blocked everywhere
-// before any thread starts): SIGTERM/SIGINT stop gracefully (slices, regions
-// and MPS daemons survive for the next start), SIGHUP reloads the config's
+// before any thread starts): SIGTERM/SIGINT stop gracefully (slices and
+// regions survive for the next start), SIGHUP reloads the config's
 // limits and admin group, SIGUSR1 logs the state. SIGPIPE is ignored.
 #include "api_server.hpp"
 #include "event_log.hpp"

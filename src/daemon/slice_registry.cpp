@@ -206,7 +206,8 @@ void SliceRegistry::shutdown() {
     // Regions outlive the daemon: running processes keep using them, and the
     // next start adopts them.
     slice.region.release();
-    // MPS control daemons outlive a restart (KillMode=process); the next start re-adopts them.
+    // MPS control daemons are quit when the slices go (below, with the registry) and started
+    // again by the next start's recover(); re-adopting a running one is not done yet.
   }
   for (auto& [gpu, r] : gpu_regions_) r.region.release();
 }

@@ -661,3 +661,43 @@ TEST(VgpudClients, MonitorOnceReadsTheDaemonsMonitor) {
 
 }  // namespace
 }  // namespace apt::vgpu
+
+namespace apt::vgpu {
+namespace {
+
+TEST(VgpudMps, TheDaemonOwnsOneControlDaemonPerGpuForItsMpsSlices) {
+  const std::string fake = std::string(VGPU_SOURCE_DIR) + "/tests/fakes/nvidia-cuda-mps-control";
+  const auto runtime_dir = std::filesystem::temp_directory_path() / ("vgpud-mps-" + std::to_string(::getpid()));
+  testing::Daemon d(kConfig, {"VGPU_MPS_CONTROL=" + fake, "VGPU_RUNTIME_DIR=" + runtime_dir.string()});
+  d.start();
+  auto [status, body] = d.curl("POST", "/v1/slices", R"({"gpu": 1, "memory": "8GiB", "compute": 0.3, "isolation": "mps"})");
+  ASSERT_EQ(status, 201) << body << d.log();
+  const auto first = json::parse(body);
+  EXPECT_EQ(first["environment"]["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"], "30") << "the client's limits come from the daemon";
+  EXPECT_EQ(first["environment"]["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"], "0=8192M");
+  const std::filesystem::path pipe = first["environment"]["CUDA_MPS_PIPE_DIRECTORY"].get<std::string>();
+  const std::filesystem::path log = first["environment"]["CUDA_MPS_LOG_DIRECTORY"].get<std::string>();
+  EXPECT_TRUE(std::filesystem::exists(pipe / "control")) << "started for the first mps slice";
+  std::tie(status, body) = d.curl("POST", "/v1/slices", R"({"gpu": 1, "compute": 0.5, "isolation": "mps"})");
+  ASSERT_EQ(status, 201) << body;
+  const auto second = json::parse(body);
+  EXPECT_EQ(d.curl("DELETE", "/v1/slices/" + first["id"].get<std::string>()).first, 204);
+  EXPECT_TRUE(std::filesystem::exists(pipe / "control")) << "still needed by the second slice";
+  EXPECT_EQ(d.curl("DELETE", "/v1/slices/" + second["id"].get<std::string>()).first, 204);
+  EXPECT_FALSE(std::filesystem::exists(pipe / "control")) << "quit after the last mps slice";
+  const std::string control_log = testing::slurp(log / "fake-control.log");
+  EXPECT_EQ(control_log, "start " + first["gpu_uuid"].get<std::string>() + "\nquit\n") << "one start, one quit";
+  std::filesystem::remove_all(runtime_dir);
+}
+
+TEST(VgpudMps, AskingForMpsWithoutTheControlBinaryIsABadRequest) {
+  testing::Daemon d(kConfig, {"VGPU_MPS_CONTROL=/nonexistent/nvidia-cuda-mps-control"});
+  d.start();
+  const auto [status, body] = d.curl("POST", "/v1/slices", R"({"isolation": "mps"})");
+  EXPECT_EQ(status, 400) << body;
+  EXPECT_EQ(json::parse(body)["error"]["field"], "isolation");
+  EXPECT_TRUE(d.client().list(true).empty());
+}
+
+}  // namespace
+}  // namespace apt::vgpu

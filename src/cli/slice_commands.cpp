@@ -64,15 +64,9 @@ struct SliceFlags {
   // The same request for vgpud. Without --gpu the daemon picks the best-fitting
   // GPU; without --isolation the daemon's configured mode applies.
   [[nodiscard]] runtime::SliceSpec to_spec(const config::Config& config) const {
-    const runtime::VirtualGpuOptions o = resolve(config);
-    runtime::SliceSpec spec;
+    runtime::SliceSpec spec = runtime::SliceSpec::from_options(resolve(config));
     spec.gpu = gpu;
-    spec.memory_limit = o.memory_limit;
-    spec.compute_share = o.compute_ratio;
-    spec.priority = o.priority;
-    if (!isolation.empty()) spec.isolation = o.isolation;
-    spec.burst = o.burst;
-    spec.name = o.name;
+    if (isolation.empty()) spec.isolation.reset();
     if (auto_recover || fallback_gpu) {
       log::warn("--auto-recover/--fallback-gpu are not used with vgpud yet: the daemon keeps a slice on its GPU");
     }

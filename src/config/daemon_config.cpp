@@ -99,13 +99,7 @@ void read_daemon(Reader& r, const YAML::Node& node, DaemonSection& out) {
 
 DaemonConfig parse_daemon_config(std::string_view yaml_text, const std::string& file) {
   Reader reader(file);
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(yaml_text));
-  } catch (const YAML::Exception& e) {
-    reader.issue(e.mark, "", fmt::format("not valid YAML: {}", e.msg));
-    throw ConfigError(std::move(reader.issues()));
-  }
+  const YAML::Node root = reader.load(yaml_text);
   DaemonConfig config;
   config.source = file;
   if (root && !root.IsNull() && reader.check_map(root, "", kTopKeys)) {

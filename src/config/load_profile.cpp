@@ -204,13 +204,7 @@ void read_vgpu(Reader& r, const YAML::Node& node, VgpuConfig& out) {
 
 Config parse_profile(std::string_view yaml_text, const std::string& file, const std::string& name) {
   Reader reader(file);
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(yaml_text));
-  } catch (const YAML::Exception& e) {
-    reader.issue(e.mark, "", fmt::format("not valid YAML: {}", e.msg));
-    throw ConfigError(std::move(reader.issues()));
-  }
+  const YAML::Node root = reader.load(yaml_text);
   Config config;
   config.name = name;
   config.source = file;

@@ -60,6 +60,18 @@ SliceInfo to_slice(const nlohmann::json& j) {
 
 }  // namespace
 
+SliceSpec SliceSpec::from_options(const VirtualGpuOptions& o) {
+  SliceSpec spec;
+  spec.gpu = o.gpu_id;
+  spec.memory_limit = o.memory_limit;
+  spec.compute_share = o.compute_ratio;
+  spec.priority = o.priority;
+  spec.isolation = o.isolation;
+  spec.burst = o.burst;
+  spec.name = o.name;
+  return spec;
+}
+
 DaemonClient::DaemonClient(std::string socket_path) : socket_(std::move(socket_path)) {}
 
 std::optional<std::string> DaemonClient::find_daemon_socket(const std::string& explicit_path) {

@@ -168,15 +168,7 @@ VirtualGPU::VirtualGPU(VirtualGpuOptions options, std::shared_ptr<Node> node) {
     // The node's daemon grants the slice (and checks it against its GPUs); this
     // process holds it until the VirtualGPU goes away.
     impl->options = std::move(options);
-    const VirtualGpuOptions& o = impl->options;
-    SliceSpec spec;
-    spec.gpu = o.gpu_id;
-    spec.memory_limit = o.memory_limit;
-    spec.compute_share = o.compute_ratio;
-    spec.priority = o.priority;
-    spec.isolation = o.isolation;
-    spec.burst = o.burst;
-    spec.name = o.name;
+    SliceSpec spec = SliceSpec::from_options(impl->options);
     spec.ephemeral = true;
     impl->remote = daemon->create(spec);
     impl->daemon = daemon;

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <fmt/format.h>
 #include <optional>
+#include <string_view>
 #include <string>
 #include <vector>
 #include <yaml-cpp/yaml.h>
@@ -33,6 +34,16 @@ class Reader {
                                   message});
   }
   [[nodiscard]] std::vector<ConfigIssue>& issues() { return issues_; }
+
+  // Parses the document; YAML syntax errors are a ConfigError with their position.
+  [[nodiscard]] YAML::Node load(std::string_view text) {
+    try {
+      return YAML::Load(std::string(text));
+    } catch (const YAML::Exception& e) {
+      issue(e.mark, "", fmt::format("not valid YAML: {}", e.msg));
+      throw ConfigError(std::move(issues_));
+    }
+  }
 
   // Checks that `node` is a mapping whose keys are all in `allowed`.
   bool check_map(const YAML::Node& node, const std::string& path, const std::vector<std::string>& allowed) {

@@ -19,6 +19,7 @@
 
 #include <apt/vgpu/common/error.hpp>
 #include <apt/vgpu/config/vgpu_config.hpp>
+#include <apt/vgpu/runtime/virtual_gpu_options.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -57,6 +58,9 @@ struct SliceSpec {
   std::optional<std::chrono::milliseconds> ttl;
   bool ephemeral = false;                // ends when its holder exits
   std::optional<std::int64_t> holder_pid;  // default: this process
+
+  // The same request as a VirtualGPU's options (GPU, limits, priority, isolation, burst, name).
+  [[nodiscard]] static SliceSpec from_options(const VirtualGpuOptions& options);
 };
 
 struct SliceProcess {

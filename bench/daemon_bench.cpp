@@ -4,7 +4,7 @@
 // in-process NodeLedger acquire+release (the embedded mode). Then the daemon's
 // RSS and CPU while it holds 1,000 slices with the monitor sampling every 1 s.
 //
-//   build/release/bench/daemon_bench [--state-dir DIR]   (default: a new folder under /tmp)
+//   build/release/bench/daemon_bench [--synchronous full|normal]   (state in a new folder under /tmp)
 #include <apt/vgpu/runtime/daemon_client.hpp>
 #include <apt/vgpu/runtime/node_ledger.hpp>
 
@@ -18,6 +18,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -90,19 +91,20 @@ double cpu_seconds(pid_t pid) {
 
 int main(int argc, char** argv) {
   namespace fs = std::filesystem;
-  fs::path dir = argc > 2 && std::string(argv[1]) == "--state-dir" ? fs::path(argv[2]) : fs::path{};
-  if (dir.empty()) {
-    char tmpl[] = "/tmp/vgpud-bench-XXXXXX";
-    dir = ::mkdtemp(tmpl);
-  }
-  fs::create_directories(dir);
+  // --synchronous normal: the ledger without an fsync per commit (daemon.synchronous).
+  const std::string synchronous = argc > 2 && std::string(argv[1]) == "--synchronous" ? argv[2] : "full";
+  char tmpl[] = "/tmp/vgpud-bench-XXXXXX";
+  const fs::path dir = ::mkdtemp(tmpl);
   std::ofstream(dir / "vgpud.yaml") << "vgpu:\n  max_virtual_gpus: 4096\n  simulated_node: {gpus: 8, memory: 80GB}\n"
-                                       "  monitoring: {interval: 1.0}\ndaemon:\n  max_connections: 256\n";
+                                       "  monitoring: {interval: 1.0}\ndaemon:\n  max_connections: 256\n  synchronous: "
+                                    << synchronous << "\n";
   const std::string socket = (dir / "vgpud.sock").string();
   const pid_t daemon = ::fork();
   if (daemon == 0) {
     const std::string log = (dir / "vgpud.log").string();
     (void)std::freopen(log.c_str(), "w", stderr);
+    (void)std::freopen(log.c_str(), "a", stdout);  // never hold the bench's stdout
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::execl(VGPUD_PATH, "vgpud", "--config", (dir / "vgpud.yaml").c_str(), "--socket", socket.c_str(), "--state-dir",
             (dir / "state").c_str(), "--backend", "sim", "--metrics-listen", "off", static_cast<char*>(nullptr));
     ::_exit(127);
@@ -117,14 +119,15 @@ int main(int argc, char** argv) {
     }
   }
   runtime::SliceSpec spec;
-  spec.memory_limit = 1'000'000'000ULL;
-  spec.compute_share = 0.01;
+  spec.memory_limit = 500'000'000ULL;  // 1,000 of them fit the 8 x 80 GB node
+  spec.compute_share = 0.005;
   auto create_delete = [&] { client.remove(client.create(spec).id); };
   auto health = [&] { (void)client.get_json("/v1/health"); };
   runtime::NodeLedger ledger(std::vector<std::uint64_t>(8, 80'000'000'000ULL), runtime::LedgerOptions{4096, 1.0});
-  auto embedded = [&] { (void)ledger.acquire(runtime::SliceRequest{0, 1'000'000'000ULL, 0.01, "bench"}); };
+  auto embedded = [&] { (void)ledger.acquire(runtime::SliceRequest{0, 500'000'000ULL, 0.005, "bench"}); };
 
-  std::printf("%-44s %10s %10s %12s\n", "operation", "p50 (us)", "p99 (us)", "ops/s");
+  std::printf("ledger.db synchronous=%s\n%-44s %10s %10s %12s\n", synchronous.c_str(), "operation", "p50 (us)",
+              "p99 (us)", "ops/s");
   auto row = [](const char* name, const Percentiles& p) {
     std::printf("%-44s %10.1f %10.1f %12.0f\n", name, p.p50_us, p.p99_us, p.ops_per_s);
   };
@@ -159,6 +162,6 @@ int main(int argc, char** argv) {
   int status = 0;
   ::waitpid(daemon, &status, 0);
   std::error_code ec;
-  if (argc <= 2) fs::remove_all(dir, ec);
+  fs::remove_all(dir, ec);
   return 0;
 }

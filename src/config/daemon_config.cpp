@@ -16,7 +16,7 @@ using detail::Reader;
 const std::vector<std::string> kTopKeys{"vgpu", "daemon"};
 const std::vector<std::string> kDaemonKeys{"socket",         "state_dir",     "socket_mode",     "socket_group",
                                            "admin_group",    "metrics_listen", "max_connections", "max_event_subscribers",
-                                           "request_timeout", "max_body",     "limits"};
+                                           "request_timeout", "max_body",     "limits",          "synchronous"};
 const std::vector<std::string> kLimitsKeys{"default", "users"};
 const std::vector<std::string> kLimitKeys{"slices", "memory", "compute"};
 
@@ -75,6 +75,7 @@ void read_daemon(Reader& r, const YAML::Node& node, DaemonSection& out) {
       out.max_body = *max_body;
     }
   }
+  r.read_enum(node, path, "synchronous", {"full", "normal"}, out.synchronous);
   if (const YAML::Node limits = node["limits"]) {
     if (r.check_map(limits, "daemon.limits", kLimitsKeys)) {
       if (const YAML::Node d = limits["default"]) read_limits(r, d, "daemon.limits.default", out.default_limits);

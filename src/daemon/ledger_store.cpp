@@ -92,7 +92,7 @@ class Transaction {
 
 }  // namespace
 
-LedgerStore::LedgerStore(const std::filesystem::path& file) : file_(file) {
+LedgerStore::LedgerStore(const std::filesystem::path& file, bool synchronous_full) : file_(file) {
   const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_EXRESCODE |
                     SQLITE_OPEN_FULLMUTEX;
   if (sqlite3_open_v2(file.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
@@ -104,7 +104,7 @@ LedgerStore::LedgerStore(const std::filesystem::path& file) : file_(file) {
   try {
     exec("PRAGMA journal_mode=WAL");
     // FULL: each commit syncs the WAL, so an acknowledged grant survives power loss too.
-    exec("PRAGMA synchronous=FULL");
+    exec(synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     exec("PRAGMA foreign_keys=ON");
     sqlite3_busy_timeout(db_, 5000);
     if (const std::string check = [this] {

@@ -3,8 +3,8 @@
 // release is on disk before the daemon replies. One connection, used under
 // the registry's lock (the daemon is the only writer; children never touch it).
 //
-// A grant is written `pending` first, then `active` once its accounting region
-// exists; at start, pending rows are rolled back (their regions unlinked).
+// A grant is one transaction, written once its accounting region exists;
+// a `pending` row (an interrupted multi-step grant) is rolled back at start.
 // A slice's processes are stored as (boot id, pid, start time) so a recycled
 // pid, or a pid from an earlier boot, is never taken for the one we knew.
 //
@@ -52,7 +52,8 @@ class LedgerStore {
  public:
   // Opens (creating when missing) the database; runs quick_check and the
   // schema migrations. Throws ProcessError naming the file and SQLite's message.
-  explicit LedgerStore(const std::filesystem::path& file);
+  // `synchronous_full` false means PRAGMA synchronous=NORMAL (see DaemonSection::synchronous).
+  explicit LedgerStore(const std::filesystem::path& file, bool synchronous_full = true);
   ~LedgerStore();
   LedgerStore(const LedgerStore&) = delete;
   LedgerStore& operator=(const LedgerStore&) = delete;

@@ -90,7 +90,7 @@ int run(const Flags& flags) {
   if (ec) throw ProcessError(fmt::format("--state-dir: cannot create {}: {}", config.daemon.state_dir.string(), ec.message()));
   ::chmod(config.daemon.state_dir.c_str(), 0700);
 
-  LedgerStore store(config.daemon.state_dir / "ledger.db");
+  LedgerStore store(config.daemon.state_dir / "ledger.db", config.daemon.synchronous == "full");
   auto node = runtime::Node::open(config.vgpu, device::parse_backend_kind(config.vgpu.backend));
   EventLog events;
   SliceRegistry registry(config, node, store, events);

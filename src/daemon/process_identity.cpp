@@ -1,6 +1,8 @@
 #include "process_identity.hpp"
 
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <grp.h>
 #include <pwd.h>
 #include <sstream>
@@ -70,6 +72,20 @@ std::optional<uid_t> process_uid(pid_t pid) {
 }
 
 std::string user_name(uid_t uid) {
+  // Every slice in every answer names its owner: keep the answers of NSS (which may read
+  // /etc/passwd, or ask LDAP) for the daemon's life. A renamed user shows the old name until a restart.
+  static std::mutex mutex;
+  static std::map<uid_t, std::string> names;
+  {
+    std::lock_guard lock(mutex);
+    if (auto it = names.find(uid); it != names.end()) return it->second;
+  }
+  std::string name = lookup_user_name(uid);
+  std::lock_guard lock(mutex);
+  return names.emplace(uid, std::move(name)).first->second;
+}
+
+std::string lookup_user_name(uid_t uid) {
   passwd pw{};
   passwd* result = nullptr;
   std::vector<char> buffer(4096);

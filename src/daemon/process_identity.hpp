@@ -31,8 +31,10 @@ struct PeerCredentials {
 // A process's real uid, or nullopt when it is gone.
 [[nodiscard]] std::optional<uid_t> process_uid(pid_t pid);
 
-// The user's name, or the decimal uid when it has none.
+// The user's name, or the decimal uid when it has none (cached for the process's life).
 [[nodiscard]] std::string user_name(uid_t uid);
+// The same, asking NSS every time.
+[[nodiscard]] std::string lookup_user_name(uid_t uid);
 // A group's id by name; nullopt when there is no such group.
 [[nodiscard]] std::optional<gid_t> group_id(const std::string& name);
 

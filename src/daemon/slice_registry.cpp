@@ -49,6 +49,7 @@ SliceRegistry::SliceRegistry(config::DaemonConfig config, std::shared_ptr<runtim
   }
   instance_id_ = runtime::random_hex_id();
   started_ms_ = now_ms();
+  intercept_library_ = runtime::VirtualGPU::find_intercept_library();
   if (!config_.daemon.admin_group.empty()) {
     admin_gid_ = group_id(config_.daemon.admin_group);
     if (!admin_gid_) {
@@ -444,33 +445,30 @@ nlohmann::json SliceRegistry::create(const Caller& caller, const SliceRequest& r
   r.ephemeral = request.ephemeral;
   r.created_at_ms = now_ms();
   if (request.ttl) r.expires_at_ms = r.created_at_ms + request.ttl->count();
-  r.state = "pending";
+  r.state = "active";
   r.job_id = job_id;
   if (request.ephemeral) r.processes.push_back(StoredProcess{boot_id(), holder.pid, holder.start_time, true});
 
-  // pending -> region -> active: a crash anywhere in between leaves a pending
-  // row, which the next start rolls back (and its region with it).
-  store_.insert(r);
-  failpoint("after_pending_commit");
+  // Region first, then one commit, then the reply: a crash before the commit
+  // leaves at most an orphaned region (unlinked at the next start) and no
+  // grant; a crash after it leaves a grant the client may not have heard of,
+  // which it finds in GET /v1/slices. One fsync per grant, not two.
+  bool paced = false;
   try {
     if (isolation == config::Isolation::intercept) {
       slice.region = runtime::AccountingRegion::create(runtime::RegionKind::slice, region_prefix() + id,
                                                        r.memory_limit.value_or(0), owner_uid);
       r.region = slice.region.name();
       (void)gpu_region_locked(r.gpu);
+      paced = true;
     }
     failpoint("after_region_create");
-    store_.set_active(id, r.region);
-    r.state = "active";
+    store_.insert(r);
   } catch (...) {
-    if (slice.region.valid()) drop_gpu_region_locked(r.gpu);
-    try {
-      store_.remove(id);
-    } catch (const std::exception& e) {
-      log::error(fmt::format("slice {}: cannot roll back its pending grant: {}", id, e.what()));
-    }
-    throw;
+    if (paced) drop_gpu_region_locked(r.gpu);
+    throw;  // the region (if any) is unlinked with `slice`
   }
+  failpoint("after_grant_commit");
   slice.mps = std::move(mps);
   auto [it, inserted] = slices_.emplace(id, std::move(slice));
   const StoredSlice& granted = it->second.record;
@@ -706,7 +704,7 @@ nlohmann::json SliceRegistry::slice_json(const Slice& slice) const {
   if (auto g = gpu_regions_.find(r.gpu); g != gpu_regions_.end() && !r.region.empty()) {
     binding.gpu_shm_name = g->second.region.name();
   }
-  if (binding.isolation == config::Isolation::intercept) binding.intercept_library = runtime::VirtualGPU::find_intercept_library();
+  if (binding.isolation == config::Isolation::intercept) binding.intercept_library = intercept_library_;
   if (binding.isolation == config::Isolation::mps) binding.mps_directory = runtime::MpsDaemon::directory_for(gpu.uuid).string();
   auto env = runtime::slice_environment(binding);
   // The daemon's own LD_PRELOAD is not the client's business.

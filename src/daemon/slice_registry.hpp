@@ -125,6 +125,7 @@ class SliceRegistry {
   LedgerStore& store_;
   EventLog& events_;
   std::string node_id_;
+  std::string intercept_library_;  // found once: it is in every intercept slice's environment
   std::string instance_id_;
   std::int64_t started_ms_ = 0;
   mutable std::mutex mutex_;

@@ -250,19 +250,40 @@ TEST(Vgpud, SlicesSurviveARestartWithTheSameIds) {
   EXPECT_FALSE(shm_exists(made.environment.at("VGPU_SHM_NAME")));
 }
 
-TEST(Vgpud, AGrantThatCrashedBeforeItsReplyIsRolledBack) {
-  // The daemon aborts right after committing the pending row: the client never
-  // hears back, so after a restart the slice must not exist.
-  Daemon d(kConfig, {"VGPU_FAILPOINT=after_pending_commit:abort"});
+TEST(Vgpud, AGrantThatCrashedBeforeItsCommitLeavesNeitherSliceNorRegion) {
+  // The daemon aborts after making the slice's region and before committing the grant:
+  // the client never hears back, and after a restart neither the slice nor its region exists.
+  Daemon d(kConfig, {"VGPU_FAILPOINT=after_region_create:abort"});
+  d.start();
+  const std::string prefix = "vgpud-" + d.node_id() + "-";
+  auto regions = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) n += e.path().filename().string().rfind(prefix, 0) == 0;
+    return n;
+  };
+  runtime::SliceSpec spec;
+  spec.memory_limit = 1'000'000'000ULL;
+  spec.isolation = config::Isolation::intercept;
+  EXPECT_THROW((void)d.client().create(spec), runtime::DaemonError);
+  EXPECT_EQ(d.wait_exit(), 128 + SIGABRT);
+  EXPECT_EQ(regions(), 2) << "the slice's and its GPU's regions were made before the crash";
+  d.start();  // the failpoint fires only on a grant; recovery runs first
+  EXPECT_TRUE(d.client().list(true).empty());
+  EXPECT_EQ(regions(), 0) << "orphaned regions are unlinked at start";
+}
+
+TEST(Vgpud, AGrantCommittedBeforeACrashIsKeptAndListed) {
+  Daemon d(kConfig, {"VGPU_FAILPOINT=after_grant_commit:abort"});
   d.start();
   runtime::SliceSpec spec;
   spec.memory_limit = 1'000'000'000ULL;
+  spec.name = "committed";
   EXPECT_THROW((void)d.client().create(spec), runtime::DaemonError);
   EXPECT_EQ(d.wait_exit(), 128 + SIGABRT);
-  Daemon& same = d;
-  same.start();  // the failpoint fires only on a grant; recovery runs first
-  EXPECT_TRUE(same.client().list(true).empty());
-  EXPECT_NE(same.log().find("1 unacknowledged grants rolled back"), std::string::npos) << same.log();
+  d.start();
+  const auto slices = d.client().list(true);
+  ASSERT_EQ(slices.size(), 1U) << "durable once committed; the client finds it by name";
+  EXPECT_EQ(slices[0].name, "committed");
 }
 
 TEST(Vgpud, KillNineDuringAThousandConcurrentCallsLosesNothingAcknowledged) {

@@ -14,6 +14,7 @@
 //     max_event_subscribers: 8          # long polls on /v1/events at once
 //     request_timeout: 5s               # a client slower than this is cut off
 //     max_body: 64KiB                   # larger request bodies get 413
+//     synchronous: full                 # ledger.db: full (power-loss safe) | normal (crash safe)
 //     limits:                           # per-user caps (a request over one gets 403)
 //       default: {slices: 16, memory: 80GB, compute: 2.0}
 //       users:
@@ -57,6 +58,10 @@ struct DaemonSection {
   std::uint32_t max_event_subscribers = 8;
   std::chrono::milliseconds request_timeout{5000};
   std::uint64_t max_body = 64 * 1024;
+  // SQLite's synchronous mode for ledger.db: "full" (default) makes every
+  // acknowledged grant survive power loss; "normal" survives a crash of vgpud
+  // or kill -9 but not of the machine, and saves an fsync per commit.
+  std::string synchronous = "full";
   UserLimits default_limits;
   std::map<std::string, UserLimits> user_limits;  // by user name or decimal uid
 };

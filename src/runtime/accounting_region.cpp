@@ -24,23 +24,21 @@ bool grant_access(int fd, uid_t uid) {
   acl_t acl = acl_init(4);
   if (acl == nullptr) return false;
   bool ok = true;
-  auto add = [&](acl_tag_t tag, const void* qualifier, bool write) {
+  // owner rw, the slice's user rw, the owner's group and everyone else nothing.
+  auto add = [&](acl_tag_t tag, const void* qualifier, bool read_write) {
     acl_entry_t entry = nullptr;
     acl_permset_t perms = nullptr;
     ok = ok && acl_create_entry(&acl, &entry) == 0 && acl_set_tag_type(entry, tag) == 0 &&
          (qualifier == nullptr || acl_set_qualifier(entry, qualifier) == 0) && acl_get_permset(entry, &perms) == 0 &&
-         acl_clear_perms(perms) == 0 && acl_add_perm(perms, ACL_READ) == 0 &&
-         (!write || acl_add_perm(perms, ACL_WRITE) == 0) && acl_set_permset(entry, perms) == 0;
+         acl_clear_perms(perms) == 0 &&
+         (!read_write || (acl_add_perm(perms, ACL_READ) == 0 && acl_add_perm(perms, ACL_WRITE) == 0)) &&
+         acl_set_permset(entry, perms) == 0;
   };
   add(ACL_USER_OBJ, nullptr, true);
   add(ACL_USER, &uid, true);
   add(ACL_GROUP_OBJ, nullptr, false);
   add(ACL_MASK, nullptr, true);
-  acl_entry_t other = nullptr;
-  acl_permset_t other_perms = nullptr;
-  ok = ok && acl_create_entry(&acl, &other) == 0 && acl_set_tag_type(other, ACL_OTHER) == 0 &&
-       acl_get_permset(other, &other_perms) == 0 && acl_clear_perms(other_perms) == 0 &&
-       acl_set_permset(other, other_perms) == 0;
+  add(ACL_OTHER, nullptr, false);
   ok = ok && acl_set_fd(fd, acl) == 0;
   acl_free(acl);
   return ok;

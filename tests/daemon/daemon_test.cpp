@@ -11,6 +11,7 @@
 #include <random>
 #include <regex>
 #include <set>
+#include <sys/stat.h>
 #include <thread>
 
 namespace apt::vgpu {
@@ -197,6 +198,24 @@ TEST(Vgpud, UsersCannotSeeOrDeleteEachOthersSlices) {
   const auto r = testing::run_shell(std::string(nobody) + " " + vgpu_cli(d) + " delete " + root_id);
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("no slice " + root_id), std::string::npos) << r.err;
+}
+
+TEST(Vgpud, ASlicesRegionIsOpenToItsUserAndNobodyElse) {
+  if (!testing::running_as_root()) GTEST_SKIP() << "needs root to act as two users";
+  Daemon d(kConfig);
+  d.start();
+  // nobody's intercept slice: the region stays the daemon's, nobody gets rw by ACL, others nothing.
+  const auto [status, body] = d.curl("POST", "/v1/slices", R"({"memory": "1GB", "isolation": "intercept"})",
+                                     testing::as_nobody());
+  ASSERT_EQ(status, 201) << body;
+  const std::string file = "/dev/shm" + json::parse(body)["accounting_region"].get<std::string>();
+  struct stat st {};
+  ASSERT_EQ(::stat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0U) << "owned by vgpud, never chowned to the user";
+  EXPECT_EQ(testing::run_shell(std::string(testing::as_nobody()) + " sh -c 'test -r " + file + " && test -w " + file + "'")
+                .exit_code, 0) << "the slice's user can use it";
+  EXPECT_NE(testing::run_shell("setpriv --reuid=65533 --regid=65533 --clear-groups sh -c 'test -r " + file + "'").exit_code, 0)
+      << "another user cannot read it";
 }
 
 TEST(Vgpud, PerUserLimitsRefuseWith403NamingTheLimit) {

@@ -633,7 +633,15 @@ void SliceRegistry::expire_due() {
   for (const auto& [id, s] : slices_) {
     if (s.record.expires_at_ms && *s.record.expires_at_ms <= now) due.push_back(id);
   }
-  for (const auto& id : due) release_locked(id, "expired", nullptr);
+  for (const auto& id : due) {
+    try {
+      release_locked(id, "expired", nullptr);
+    } catch (const std::exception& e) {
+      // The ledger could not be written (disk full?): try again in a second rather than spin.
+      log::error(fmt::format("slice {} expired but cannot be released yet: {}", id, e.what()));
+      if (auto it = slices_.find(id); it != slices_.end()) it->second.record.expires_at_ms = now + 1000;
+    }
+  }
 }
 
 void SliceRegistry::publish_view(const Slice& slice) {

@@ -67,6 +67,9 @@ struct Outcome {
   bool success = false;
   bool stopped = false;  // ended because it was asked to stop
   bool timed_out = false;
+  // The slice could not be leased: its room is held outside this scheduler (another
+  // process, or vgpud's other clients). The task waits and tries again; not a failure.
+  bool blocked = false;
   std::any result;
   std::exception_ptr error;
   std::string text;
@@ -316,7 +319,15 @@ struct GPUScheduler::Impl final : SchedulingContext {
       o.priority = t.requirements.priority;
       o.isolation = t.requirements.isolation;
       o.name = t.name;
-      runtime::VirtualGPU vgpu(o, node);
+      std::optional<runtime::VirtualGPU> lease;
+      try {
+        lease.emplace(o, node);
+      } catch (const CapacityError& e) {
+        out.blocked = true;
+        out.text = e.what();
+        return out;
+      }
+      runtime::VirtualGPU& vgpu = *lease;
       if (t.argv.empty()) {
         runtime::VgpuScope scope(vgpu);
         TaskContext ctx(t.id, static_cast<std::uint32_t>(t.attempts.size()), vgpu, t.stop);
@@ -390,6 +401,21 @@ struct GPUScheduler::Impl final : SchedulingContext {
       attempt.outcome = "preempted";
       t.state = TaskState::queued;
       policy->enqueue(t.queued);
+    } else if (out.blocked) {
+      // Our book said the GPU had room but the node's ledger (or vgpud) did not:
+      // someone outside holds it. Wait, as for any full GPU, and look again later.
+      attempt.outcome = "waited: room held outside the scheduler";
+      // One record for a whole wait, not one per look (a long wait would grow the history).
+      if (t.attempts.size() >= 2 && t.attempts[t.attempts.size() - 2].outcome == attempt.outcome) {
+        t.attempts[t.attempts.size() - 2].end = attempt.end;
+        t.attempts.pop_back();
+      }
+      t.state = TaskState::queued;
+      t.queued.not_before = now() + std::chrono::duration<double>(options.retry_backoff).count();
+      t.queued.preferred_gpu = -1;
+      policy->enqueue(t.queued);
+      wake_timer_ = true;
+      log::info(fmt::format("{}: GPU {} is full outside the scheduler ({}); waiting", t.name, t.attempts.back().gpu, out.text));
     } else if (out.success && why != StopReason::timeout) {
       attempt.outcome = "succeeded";
       t.result = std::move(out.result);

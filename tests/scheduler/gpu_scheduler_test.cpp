@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include <atomic>
 #include <latch>
 #include <set>
@@ -64,6 +66,25 @@ TEST(GPUScheduler, SeedApiRunsCallablesWithTheirVirtualGpu) {
   EXPECT_NE(result.find("16000000000"), std::string::npos);
   EXPECT_EQ(scheduler.status(id).state, TaskState::succeeded);
   EXPECT_EQ(scheduler.status(id).attempts.size(), 1U);
+}
+
+TEST(GPUScheduler, RoomHeldOutsideTheSchedulerMakesATaskWaitNotFail) {
+  // Another holder of the node's ledger (another part of the process, or vgpud's other
+  // clients) has 70 of GPU 0's 80 GB, which the scheduler's own book does not know.
+  auto node = sim_node(1);
+  GPUScheduler scheduler(1, 8, "fifo", on(node));
+  std::optional<runtime::VirtualGPU> outside;
+  outside.emplace(runtime::create_vgpu(0, "70GB", std::nullopt, {}, node));
+  const TaskId id = scheduler.submit_task([](runtime::VirtualGPU&) { return std::string("ran"); },
+                                          GpuRequirements::with("20GB", 0.25));
+  wait_until([&] {
+    const auto st = scheduler.status(id);
+    return !st.attempts.empty() && st.attempts.front().outcome.rfind("waited", 0) == 0;
+  });
+  EXPECT_NE(scheduler.status(id).state, TaskState::failed) << "it waits for the room instead of failing";
+  outside.reset();  // the room comes back
+  EXPECT_EQ(scheduler.wait_for_task_as<std::string>(id), "ran");
+  EXPECT_EQ(scheduler.status(id).state, TaskState::succeeded);
 }
 
 TEST(GPUScheduler, ManyTasksSeedExample) {

@@ -5,6 +5,7 @@
 #include <apt/vgpu/common/error.hpp>
 #include <apt/vgpu/common/size.hpp>
 #include <apt/vgpu/common/suggest.hpp>
+#include <apt/vgpu/runtime/daemon_client.hpp>
 #include <apt/vgpu/scheduler/gpu_scheduler.hpp>
 
 #include <fmt/format.h>
@@ -183,7 +184,11 @@ class SubmitCommand final : public Command {
     if (!placement_.empty()) config.vgpu.scheduler.placement = placement_;
     if (preemption_) config.vgpu.runtime.preemption = *preemption_;
     if (max_vgpus_) config.vgpu.max_virtual_gpus = *max_vgpus_;
-    auto scheduler = scheduler::GPUScheduler::from_config(config.vgpu, globals_.open_node(config));
+    auto node = globals_.open_node(config);
+    // With vgpud, each task's slice is a daemon slice held by this process: the node's one book
+    // decides, and a task whose room another user holds waits for it.
+    if (const auto socket = globals_.daemon_socket()) node->set_daemon(std::make_shared<const runtime::DaemonClient>(*socket));
+    auto scheduler = scheduler::GPUScheduler::from_config(config.vgpu, node);
     const auto started = std::chrono::steady_clock::now();
     std::vector<scheduler::TaskId> ids;
     for (TaskSpec& spec : specs) {

@@ -1,6 +1,7 @@
 #include <apt/vgpu/common/error.hpp>
 #include <apt/vgpu/common/log.hpp>
 #include <apt/vgpu/common/size.hpp>
+#include <apt/vgpu/runtime/daemon_client.hpp>
 #include <apt/vgpu/scheduler/gpu_scheduler.hpp>
 #include <apt/vgpu/runtime/vgpu_scope.hpp>
 
@@ -611,6 +612,13 @@ struct GPUScheduler::Impl final : SchedulingContext {
 
 namespace {
 
+// As Node::default_node() does: when vgpud serves the node, slices come from it.
+void attach_daemon_if_running(runtime::Node& node) {
+  if (const auto socket = runtime::DaemonClient::find_daemon_socket()) {
+    node.set_daemon(std::make_shared<const runtime::DaemonClient>(*socket));
+  }
+}
+
 std::shared_ptr<runtime::Node> default_scheduler_node(std::uint32_t gpus, std::uint32_t max_slices) {
   config::VgpuConfig config;
   config.simulated_node.gpus = gpus;
@@ -619,7 +627,9 @@ std::shared_ptr<runtime::Node> default_scheduler_node(std::uint32_t gpus, std::u
   if (const char* backend = std::getenv("VGPU_BACKEND"); backend != nullptr && *backend != '\0') {
     kind = device::parse_backend_kind(backend);
   }
-  return runtime::Node::open(config, kind);
+  auto node = runtime::Node::open(config, kind);
+  attach_daemon_if_running(*node);
+  return node;
 }
 
 }  // namespace
@@ -649,7 +659,11 @@ std::unique_ptr<GPUScheduler> GPUScheduler::from_config(const config::VgpuConfig
   o.retry_backoff = std::chrono::milliseconds(static_cast<long>(config.scheduler.retry_backoff_seconds * 1000));
   o.default_max_retries = config.scheduler.max_retries;
   o.oversubscription = config.oversubscription;
-  o.node = node ? node : runtime::Node::open(config);
+  if (!node) {
+    node = runtime::Node::open(config);
+    attach_daemon_if_running(*node);
+  }
+  o.node = node;
   const std::uint32_t gpus = o.node->backend().gpu_count();
   return std::make_unique<GPUScheduler>(gpus, config.max_virtual_gpus, config.scheduling, std::move(o));
 }

@@ -741,3 +741,25 @@ TEST(VgpudMps, AskingForMpsWithoutTheControlBinaryIsABadRequest) {
 
 }  // namespace
 }  // namespace apt::vgpu
+
+namespace apt::vgpu {
+namespace {
+
+TEST(VgpudClients, SubmittedTasksLeaseTheirSlicesFromTheDaemon) {
+  testing::Daemon d(kConfig);
+  d.start();
+  const auto since = d.last_event();
+  const auto r = testing::run_shell(vgpu_cli(d) + " submit --sim-gpus 4x80GB --memory 8GB -- true");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  // The task's slice was the daemon's: created for it and deleted when it ended.
+  const auto created = d.wait_event(since, [](const json& e) { return e["type"] == "slice" && e["action"] == "created"; });
+  EXPECT_EQ(created["metadata"]["name"], "task-1") << created.dump();
+  EXPECT_EQ(created["requestor"]["uid"], ::geteuid());
+  (void)d.wait_event(since, [&](const json& e) {
+    return e["type"] == "slice" && e["action"] == "deleted" && e["source"] == created["source"];
+  });
+  EXPECT_TRUE(d.client().list(true).empty());
+}
+
+}  // namespace
+}  // namespace apt::vgpu

@@ -21,7 +21,7 @@ namespace {
 // profile's vgpu.virtual_gpu section.
 struct SliceFlags {
   std::optional<std::uint32_t> gpu;
-  std::string memory;
+  std::optional<std::string> memory;  // set, even to "", only when --memory is given
   std::optional<double> compute;
   std::optional<int> priority;
   std::string isolation;
@@ -47,7 +47,8 @@ struct SliceFlags {
   [[nodiscard]] runtime::VirtualGpuOptions resolve(const config::Config& config) const {
     auto o = runtime::VirtualGpuOptions::from_config(config.vgpu);
     if (gpu) o.gpu_id = *gpu;
-    if (!memory.empty()) o.memory_limit = parse_size(memory, "--memory");
+    // `--memory ""` is a mistake, not "unlimited": parse_size names it.
+    if (memory) o.memory_limit = parse_size(*memory, "--memory");
     if (compute) {
       if (*compute <= 0.0) throw InvalidArgument("--compute: 0 gives the slice no compute; use a share in (0, 1], e.g. 0.25");
       o.compute_ratio = *compute;

@@ -142,6 +142,9 @@ TEST(Cli, BadSliceRequestsAreUsageOrCapacityErrors) {
   auto r = vgpu("create --backend sim --memory 20XB");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("'20XB'"), std::string::npos) << r.err;
+  r = vgpu("create --backend sim --memory ''");  // once meant "unlimited" and exited 0
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--memory: '' is not a valid size"), std::string::npos) << r.err;
   r = vgpu("create --backend sim --gpu 8");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("no GPU 8"), std::string::npos) << r.err;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <ctime>
 #include <fmt/format.h>
 #include <fstream>
@@ -38,7 +39,20 @@ struct Row {
     if (f.empty() || ec != std::errc{} || ptr != f.data() + f.size()) {
       fail(fmt::format("{} '{}' is not a number", what, f));
     }
+    // from_chars reads "nan" and "inf": a NaN duration once hung the simulator.
+    if (!std::isfinite(value)) fail(fmt::format("{} '{}' is not a finite number", what, f));
     return value;
+  }
+  // A whole number in [0, max] (GPU counts, priorities): "4294967297" or "1.5" are errors, not casts.
+  std::uint32_t count(std::size_t i, const char* what, std::uint32_t max) const {
+    if (i >= fields.size()) fail(fmt::format("missing column {} ({})", i + 1, what));
+    std::string_view f = fields[i];
+    std::uint64_t value = 0;
+    auto [ptr, ec] = std::from_chars(f.data(), f.data() + f.size(), value);
+    if (f.empty() || ec != std::errc{} || ptr != f.data() + f.size() || value > max) {
+      fail(fmt::format("{} '{}' is not a whole number in 0..{}", what, f, max));
+    }
+    return static_cast<std::uint32_t>(value);
   }
   std::string_view text(std::size_t i) const { return i < fields.size() ? fields[i] : std::string_view{}; }
 };
@@ -107,7 +121,7 @@ TraceLoadResult load_trace_jobs(const std::string& path, std::uint64_t memory_pe
     SimJob job;
     job.id = next_id++;
     if (result.format == "alibaba") {
-      const auto gpus = static_cast<std::uint32_t>(row.number(3, "num_gpu"));
+      const auto gpus = row.count(3, "num_gpu", 4096);
       if (gpus == 0 || row.text(10).empty() || row.text(9).empty()) {
         ++result.skipped;
         continue;
@@ -120,7 +134,7 @@ TraceLoadResult load_trace_jobs(const std::string& path, std::uint64_t memory_pe
     } else if (result.format == "philly") {
       job.submit = parse_timestamp(row, row.text(0));
       job.duration = std::max(1.0, row.number(1, "duration"));
-      const auto gpus = static_cast<std::uint32_t>(row.number(2, "num_gpus"));
+      const auto gpus = row.count(2, "num_gpus", 4096);
       if (gpus == 0) {
         ++result.skipped;
         continue;
@@ -131,7 +145,7 @@ TraceLoadResult load_trace_jobs(const std::string& path, std::uint64_t memory_pe
       job.submit = row.number(0, "submit");
       job.duration = row.number(1, "duration");
       if (job.duration <= 0) row.fail("duration must be positive");
-      const auto gpus = static_cast<std::uint32_t>(row.number(2, "gpus"));
+      const auto gpus = row.count(2, "gpus", 4096);
       const double share = row.number(3, "gpu_share");
       if (gpus == 0) row.fail("gpus must be at least 1");
       if (!(share > 0.0 && share <= 1.0)) row.fail(fmt::format("gpu_share {} is not in (0, 1]", share));
@@ -143,7 +157,13 @@ TraceLoadResult load_trace_jobs(const std::string& path, std::uint64_t memory_pe
           row.fail(e.what());
         }
       }
-      if (!row.text(5).empty()) job.priority = static_cast<int>(row.number(5, "priority"));
+      if (!row.text(5).empty()) {
+        const double priority = row.number(5, "priority");
+        if (priority != std::floor(priority) || priority < -1000 || priority > 1000) {
+          row.fail(fmt::format("priority '{}' is not a whole number in -1000..1000", row.text(5)));
+        }
+        job.priority = static_cast<int>(priority);
+      }
       job.group = std::string(row.text(6));
     }
     result.jobs.push_back(std::move(job));

@@ -92,6 +92,15 @@ TEST(TraceJobs, BadInputNamesFileAndLine) {
             std::string::npos);
   EXPECT_NE(error_of("timestamp,duration,num_gpus,gpu_time,cluster\nyesterday,1,1,1,c\n").find("timestamp 'yesterday'"),
             std::string::npos);
+  // Non-finite numbers (a NaN duration once hung `vgpu simulate`) and counts that do not fit.
+  const std::string ours = "submit,duration,gpus,gpu_share,memory,priority,group\n";
+  EXPECT_NE(error_of(ours + "0,nan,1,0.5,,0,a\n").find(":2: duration 'nan' is not a finite number"), std::string::npos);
+  EXPECT_NE(error_of(ours + "inf,10,1,0.5,,0,a\n").find("submit 'inf' is not a finite number"), std::string::npos);
+  EXPECT_NE(error_of(ours + "0,10,4294967297,1,,0,a\n").find("gpus '4294967297' is not a whole number"), std::string::npos);
+  EXPECT_NE(error_of(ours + "0,10,1.5,1,,0,a\n").find("gpus '1.5'"), std::string::npos);
+  EXPECT_NE(error_of(ours + "0,10,1,1,,1e12,a\n").find("priority '1e12'"), std::string::npos);
+  EXPECT_NE(error_of("timestamp,duration,num_gpus,gpu_time,cluster\n2017-10-09 07:01:55,nan,1,1,c\n").find("not a finite"),
+            std::string::npos);
   EXPECT_THROW((void)load_trace_jobs("/nonexistent.csv", k80GB), InvalidArgument);
 }
 

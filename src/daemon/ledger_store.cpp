@@ -239,12 +239,6 @@ void LedgerStore::insert(const StoredSlice& r) {
   t.commit();
 }
 
-void LedgerStore::set_active(const std::string& id, const std::string& region) {
-  Statement s(db_, "UPDATE slices SET state = 'active', region = ?2 WHERE id = ?1");
-  s.bind(1, id).bind(2, region);
-  (void)s.step();
-}
-
 void LedgerStore::set_region(const std::string& id, const std::string& region) {
   Statement s(db_, "UPDATE slices SET region = ?2 WHERE id = ?1");
   s.bind(1, id).bind(2, region);

@@ -60,7 +60,6 @@ class LedgerStore {
 
   [[nodiscard]] std::vector<StoredSlice> load();
   void insert(const StoredSlice& slice);  // with its processes, in one transaction
-  void set_active(const std::string& id, const std::string& region);
   void set_region(const std::string& id, const std::string& region);
   void remove(const std::string& id);
   void add_process(const std::string& slice_id, const StoredProcess& process);

@@ -36,6 +36,14 @@ nlohmann::json optional_json(const auto& value) {
 
 std::string sim_key(const std::string& id) { return "slice-" + id; }
 
+// Closes a process's pidfd on the way out unless it was handed to the watcher (set to -1).
+struct PidfdGuard {
+  int& fd;
+  ~PidfdGuard() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
 }  // namespace
 
 SliceRegistry::SliceRegistry(config::DaemonConfig config, std::shared_ptr<runtime::Node> node, LedgerStore& store,
@@ -94,41 +102,33 @@ void SliceRegistry::recover() {
   int rolled_back = 0, released = 0, kept = 0;
   for (StoredSlice& record : stored) {
     if (record.state != "active") {
-      // A grant that crashed before it was acknowledged: it never happened.
+      // A grant that crashed before it was acknowledged: it never happened (its region is
+      // an orphan now: unlinked below).
       store_.remove(record.id);
-      if (!record.region.empty()) (void)::shm_unlink(record.region.c_str());
       ++rolled_back;
       continue;
     }
     Slice slice;
     slice.record = record;
     slice.record.processes.clear();
+    std::vector<Process> live;
     for (const StoredProcess& p : record.processes) {
-      const bool same_boot = p.boot_id == boot_id();
-      const pid_t pid = static_cast<pid_t>(p.pid);
-      int pidfd = -1;
-      if (same_boot && process_start_time(pid) == p.start_time) {
-        pidfd = open_pidfd(pid);
-        // Re-check through the pidfd's lifetime: the pid may have been reused in between.
-        if (pidfd >= 0 && process_start_time(pid) != p.start_time) {
-          ::close(pidfd);
-          pidfd = -1;
-        }
-      }
-      if (pidfd < 0) {
+      // A process from another boot, or a pid now used by another process, is gone.
+      std::optional<Process> process;
+      if (p.boot_id == boot_id()) process = open_process(p.pid, p.start_time);
+      if (!process) {
         store_.remove_process(record.id, p.pid);
         continue;
       }
+      process->holder = p.holder;
       slice.record.processes.push_back(p);
-      slice.processes.push_back(Process{p.pid, p.start_time, p.holder, pidfd, 0});
+      live.push_back(*process);
     }
     const bool expired = record.expires_at_ms && *record.expires_at_ms <= now;
-    const bool holder_alive =
-        std::any_of(slice.processes.begin(), slice.processes.end(), [](const Process& p) { return p.holder; });
+    const bool holder_alive = std::any_of(live.begin(), live.end(), [](const Process& p) { return p.holder; });
     if ((record.ephemeral && !holder_alive) || expired) {
-      for (Process& p : slice.processes) ::close(p.pidfd);
-      store_.remove(record.id);
-      if (!record.region.empty()) (void)::shm_unlink(record.region.c_str());
+      for (Process& p : live) ::close(p.pidfd);
+      store_.remove(record.id);  // its region is an orphan now: unlinked below
       events_.publish(Event{0, 0, "slice", "deleted", "/v1/slices/" + record.id, nullptr,
                             {{"reason", expired ? "expired" : "holder_exited"}, {"while", "daemon_down"}},
                             record.owner_uid, false});
@@ -163,9 +163,7 @@ void SliceRegistry::recover() {
       }
     }
     auto [it, inserted] = slices_.emplace(record.id, std::move(slice));
-    std::vector<Process> processes = std::move(it->second.processes);
-    it->second.processes.clear();
-    for (Process& p : processes) watch(it->second, p);
+    for (const Process& p : live) watch(it->second, p);
     publish_view(it->second);
     ++kept;
   }
@@ -343,30 +341,22 @@ nlohmann::json SliceRegistry::create(const Caller& caller, const SliceRequest& r
 
   // The holder of an ephemeral slice, identified now, while it is known to be the one asking.
   Process holder;
+  PidfdGuard close_holder{holder.pidfd};
   if (request.ephemeral) {
-    const pid_t pid = static_cast<pid_t>(*holder_pid);
-    holder.pid = pid;
-    holder.holder = true;
-    holder.pidfd = open_pidfd(pid);
-    const auto start = process_start_time(pid);
-    if (holder.pidfd < 0 || !start) {
-      if (holder.pidfd >= 0) ::close(holder.pidfd);
-      throw ApiError(ErrorCode::invalid_argument, fmt::format("holder_pid: process {} does not exist", pid), "holder_pid");
+    auto process = open_process(*holder_pid);
+    if (!process) {
+      throw ApiError(ErrorCode::invalid_argument, fmt::format("holder_pid: process {} does not exist", *holder_pid),
+                     "holder_pid");
     }
-    holder.start_time = *start;
-    if (!caller.admin && process_uid(pid) != caller.peer.uid) {
-      ::close(holder.pidfd);
+    holder = *process;
+    holder.holder = true;
+    if (!caller.admin && process_uid(static_cast<pid_t>(holder.pid)) != caller.peer.uid) {
       throw ApiError(ErrorCode::permission_denied,
-                     fmt::format("holder_pid: process {} is not yours; an ephemeral slice can only be held by your own process", pid),
+                     fmt::format("holder_pid: process {} is not yours; an ephemeral slice can only be held by your own process",
+                                 holder.pid),
                      "holder_pid");
     }
   }
-  struct CloseOnError {
-    int& fd;
-    ~CloseOnError() {
-      if (fd >= 0) ::close(fd);
-    }
-  } close_holder{holder.pidfd};
 
   std::lock_guard lock(mutex_);
   check_user_limits(owner_uid, request);
@@ -492,46 +482,35 @@ nlohmann::json SliceRegistry::create(const Caller& caller, const SliceRequest& r
 nlohmann::json SliceRegistry::attach(const Caller& caller, const std::string& id, std::optional<std::int64_t> pid_arg) {
   const pid_t pid = static_cast<pid_t>(pid_arg.value_or(caller.peer.pid));
   Process process;
-  process.pid = pid;
-  process.pidfd = open_pidfd(pid);
-  const auto start = process_start_time(pid);
-  if (process.pidfd < 0 || !start) {
-    if (process.pidfd >= 0) ::close(process.pidfd);
+  PidfdGuard close_process{process.pidfd};
+  if (auto opened = open_process(pid)) {
+    process = *opened;
+  } else {
     throw ApiError(ErrorCode::invalid_argument, fmt::format("pid: process {} does not exist", pid), "pid");
   }
-  process.start_time = *start;
-  struct CloseOnError {
-    int& fd;
-    ~CloseOnError() {
-      if (fd >= 0) ::close(fd);
-    }
-  } close_process{process.pidfd};
 
   std::lock_guard lock(mutex_);
-  auto it = slices_.find(id);
-  if (it == slices_.end() || !(caller.admin || it->second.record.owner_uid == caller.peer.uid)) {
-    throw ApiError(ErrorCode::not_found, fmt::format("no slice {} (of yours); see GET /v1/slices", id), "id");
-  }
+  Slice& slice = visible_slice(caller, id);
   if (!caller.admin && process_uid(pid) != caller.peer.uid) {
     throw ApiError(ErrorCode::permission_denied, fmt::format("pid: process {} is not yours", pid), "pid");
   }
   for (const auto& [other_id, other] : slices_) {
     for (const Process& p : other.processes) {
       if (p.pid != pid || p.start_time != process.start_time) continue;
-      if (other_id == id) return slice_json(it->second);  // already attached: nothing to do
+      if (other_id == id) return slice_json(slice);  // already attached: nothing to do
       throw ApiError(ErrorCode::conflict,
                      fmt::format("pid: process {} is already attached to slice {}; a process belongs to one slice", pid, other_id),
                      "pid", {{"slice", other_id}});
     }
   }
   store_.add_process(id, StoredProcess{boot_id(), pid, process.start_time, false});
-  it->second.record.processes.push_back(StoredProcess{boot_id(), pid, process.start_time, false});
-  watch(it->second, process);
-  process.pidfd = -1;
-  publish_view(it->second);
+  slice.record.processes.push_back(StoredProcess{boot_id(), pid, process.start_time, false});
+  watch(slice, process);
+  process.pidfd = -1;  // the watcher's now
+  publish_view(slice);
   events_.publish(Event{0, 0, "process", "attached", "/v1/slices/" + id, requestor_json(caller), {{"pid", pid}},
-                        it->second.record.owner_uid, false});
-  return slice_json(it->second);
+                        slice.record.owner_uid, false});
+  return slice_json(slice);
 }
 
 void SliceRegistry::watch(Slice& slice, Process process) {
@@ -555,10 +534,7 @@ void SliceRegistry::unwatch(Process& process) {
 
 void SliceRegistry::remove(const Caller& caller, const std::string& id) {
   std::lock_guard lock(mutex_);
-  auto it = slices_.find(id);
-  if (it == slices_.end() || !(caller.admin || it->second.record.owner_uid == caller.peer.uid)) {
-    throw ApiError(ErrorCode::not_found, fmt::format("no slice {} (of yours); see GET /v1/slices", id), "id");
-  }
+  (void)visible_slice(caller, id);
   release_locked(id, "deleted", requestor_json(caller));
 }
 
@@ -663,12 +639,31 @@ void SliceRegistry::publish_view(const Slice& slice) {
 
 // ---- views ----------------------------------------------------------------------------
 
-const SliceRegistry::Slice& SliceRegistry::visible_slice(const Caller& caller, const std::string& id) const {
+SliceRegistry::Slice& SliceRegistry::visible_slice(const Caller& caller, const std::string& id) {
   auto it = slices_.find(id);
   if (it == slices_.end() || !(caller.admin || it->second.record.owner_uid == caller.peer.uid)) {
     throw ApiError(ErrorCode::not_found, fmt::format("no slice {} (of yours); see GET /v1/slices", id), "id");
   }
   return it->second;
+}
+
+const SliceRegistry::Slice& SliceRegistry::visible_slice(const Caller& caller, const std::string& id) const {
+  return const_cast<SliceRegistry*>(this)->visible_slice(caller, id);
+}
+
+std::optional<SliceRegistry::Process> SliceRegistry::open_process(std::int64_t pid,
+                                                                   std::optional<std::uint64_t> expected_start) {
+  Process process;
+  process.pid = pid;
+  process.pidfd = open_pidfd(static_cast<pid_t>(pid));
+  if (process.pidfd < 0) return std::nullopt;
+  const auto start = process_start_time(static_cast<pid_t>(pid));
+  if (!start || (expected_start && *start != *expected_start)) {
+    ::close(process.pidfd);
+    return std::nullopt;
+  }
+  process.start_time = *start;
+  return process;
 }
 
 nlohmann::json SliceRegistry::slice_json(const Slice& slice) const {

@@ -103,7 +103,14 @@ class SliceRegistry {
     int users = 0;
   };
 
+  // A live process with its pidfd open, or nullopt when `pid` is gone (or, given
+  // `expected_start`, is no longer the process that started then). The start time is
+  // read after the pidfd is open, so it belongs to the process the pidfd refers to.
+  [[nodiscard]] static std::optional<Process> open_process(std::int64_t pid,
+                                                           std::optional<std::uint64_t> expected_start = {});
   [[nodiscard]] nlohmann::json slice_json(const Slice& slice) const;
+  // The slice if the caller may see it (theirs, or any for admins); not_found otherwise.
+  [[nodiscard]] Slice& visible_slice(const Caller& caller, const std::string& id);
   [[nodiscard]] const Slice& visible_slice(const Caller& caller, const std::string& id) const;
   [[nodiscard]] config::UserLimits limits_for(std::uint32_t uid) const;
   void check_user_limits(std::uint32_t uid, const SliceRequest& request) const;

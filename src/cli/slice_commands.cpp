@@ -218,18 +218,11 @@ class RunCommand final : public Command {
       slice = client.get(slice_);
     }
     log::info(describe(slice));
-    auto env = slice.environment;
-    if (slice.isolation == "intercept") {
-      // The library next to this vgpu wins over the daemon's guess (they are the same when installed).
-      if (const std::string lib = runtime::VirtualGPU::find_intercept_library(); !lib.empty()) env["LD_PRELOAD"] = lib;
-      if (env.count("LD_PRELOAD") == 0) {
-        if (ephemeral) client.remove(slice.id);
-        log::error("isolation 'intercept' needs libvgpu-cuda.so and it was not found (set VGPU_INTERCEPT_LIBRARY)");
-        return 127;
-      }
-      if (const char* existing = std::getenv("LD_PRELOAD"); existing != nullptr && *existing != '\0') {
-        env["LD_PRELOAD"] += std::string(":") + existing;
-      }
+    const auto env = slice.environment_here();
+    if (slice.isolation == "intercept" && env.count("LD_PRELOAD") == 0) {
+      if (ephemeral) client.remove(slice.id);
+      log::error("isolation 'intercept' needs libvgpu-cuda.so and it was not found (set VGPU_INTERCEPT_LIBRARY)");
+      return 127;
     }
     runtime::RunOptions options = forwarding_signals();
     options.on_start = [&](pid_t pid) { (void)client.attach(slice.id, pid); };

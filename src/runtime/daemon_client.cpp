@@ -1,5 +1,6 @@
 #include <apt/vgpu/common/log.hpp>
 #include <apt/vgpu/runtime/daemon_client.hpp>
+#include <apt/vgpu/runtime/virtual_gpu.hpp>
 
 #include <cstdlib>
 #include <filesystem>
@@ -59,6 +60,15 @@ SliceInfo to_slice(const nlohmann::json& j) {
 }
 
 }  // namespace
+
+std::map<std::string, std::string> SliceInfo::environment_here() const {
+  auto env = environment;
+  if (isolation != "intercept") return env;
+  if (const std::string lib = VirtualGPU::find_intercept_library(); !lib.empty()) env["LD_PRELOAD"] = lib;
+  const char* existing = std::getenv("LD_PRELOAD");
+  if (env.count("LD_PRELOAD") != 0 && existing != nullptr && *existing != '\0') env["LD_PRELOAD"] += std::string(":") + existing;
+  return env;
+}
 
 SliceSpec SliceSpec::from_options(const VirtualGpuOptions& o) {
   SliceSpec spec;

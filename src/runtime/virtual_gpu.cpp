@@ -257,16 +257,7 @@ std::string VirtualGPU::find_intercept_library() {
 }
 
 std::map<std::string, std::string> VirtualGPU::environment() const {
-  if (impl_->daemon) {
-    auto env = impl_->remote.environment;
-    if (impl_->options.isolation == config::Isolation::intercept) {
-      // The library beside this program wins over the daemon's guess (the same path once installed).
-      if (const std::string lib = find_intercept_library(); !lib.empty()) env["LD_PRELOAD"] = lib;
-      const char* existing = std::getenv("LD_PRELOAD");
-      if (env.count("LD_PRELOAD") != 0 && existing != nullptr && *existing != '\0') env["LD_PRELOAD"] += std::string(":") + existing;
-    }
-    return env;
-  }
+  if (impl_->daemon) return impl_->remote.environment_here();
   const LeaseInfo info = lease();
   const VirtualGpuOptions& o = impl_->options;
   const device::GpuInfo& gpu = impl_->node->backend().gpu(info.gpu);

@@ -90,6 +90,11 @@ struct SliceInfo {
   std::vector<SliceProcess> processes;
   std::map<std::string, std::string> environment;  // binds a child process to the slice
   std::string json;                                // the daemon's object, verbatim
+
+  // `environment` for a child started here: in intercept mode LD_PRELOAD is the
+  // libvgpu-cuda.so beside this program when there is one (the daemon's guess otherwise;
+  // the same path once installed), followed by this process's own LD_PRELOAD.
+  [[nodiscard]] std::map<std::string, std::string> environment_here() const;
 };
 
 class DaemonClient {

@@ -30,17 +30,7 @@ std::shared_ptr<runtime::Node> GlobalOptions::open_node(const config::Config& co
   } else if (const char* env = std::getenv("VGPU_BACKEND"); env != nullptr && *env != '\0') {
     kind = device::parse_backend_kind(env);
   }
-  if (!sim_gpus.empty()) {
-    // --sim-gpus wins over both the profile and VGPU_SIM_GPUS.
-    device::SimConfig shape;
-    shape.name = vgpu.simulated_node.name;
-    shape.memory_per_gpu = vgpu.simulated_node.memory;
-    shape.apply_shape(sim_gpus);
-    vgpu.simulated_node.gpus = shape.gpu_count;
-    vgpu.simulated_node.memory = shape.memory_per_gpu;
-    vgpu.simulated_node.name = shape.name;
-    ::setenv("VGPU_SIM_GPUS", sim_gpus.c_str(), 1);
-  }
+  if (!sim_gpus.empty()) runtime::Node::apply_sim_shape(vgpu, sim_gpus);  // wins over profile and VGPU_SIM_GPUS
   return runtime::Node::open(vgpu, kind);
 }
 

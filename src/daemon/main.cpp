@@ -16,7 +16,6 @@
 #include <apt/vgpu/common/log.hpp>
 #include <apt/vgpu/config/daemon_config.hpp>
 #include <apt/vgpu/device/backend_factory.hpp>
-#include <apt/vgpu/device/sim_config.hpp>
 #include <apt/vgpu/monitoring/gpu_monitor.hpp>
 #include <apt/vgpu/monitoring/metrics_server.hpp>
 #include <apt/vgpu/monitoring/prometheus_exporter.hpp>
@@ -75,15 +74,7 @@ int run(const Flags& flags) {
     std::cout << (flags.config.empty() ? std::string("built-in defaults") : flags.config) << ": valid\n";
     return 0;
   }
-  if (!flags.sim_gpus.empty()) {
-    device::SimConfig shape;
-    shape.name = config.vgpu.simulated_node.name;
-    shape.memory_per_gpu = config.vgpu.simulated_node.memory;
-    shape.apply_shape(flags.sim_gpus);
-    config.vgpu.simulated_node.gpus = shape.gpu_count;
-    config.vgpu.simulated_node.memory = shape.memory_per_gpu;
-    config.vgpu.simulated_node.name = shape.name;
-  }
+  if (!flags.sim_gpus.empty()) runtime::Node::apply_sim_shape(config.vgpu, flags.sim_gpus);
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(config.daemon.state_dir, ec);

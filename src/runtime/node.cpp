@@ -45,6 +45,17 @@ std::shared_ptr<Node> Node::open(const config::VgpuConfig& config, std::optional
                                 LedgerOptions{config.max_virtual_gpus, config.oversubscription});
 }
 
+void Node::apply_sim_shape(config::VgpuConfig& config, const std::string& shape) {
+  device::SimConfig sim;
+  sim.name = config.simulated_node.name;
+  sim.memory_per_gpu = config.simulated_node.memory;
+  sim.apply_shape(shape);
+  config.simulated_node.gpus = sim.gpu_count;
+  config.simulated_node.memory = sim.memory_per_gpu;
+  config.simulated_node.name = sim.name;
+  ::setenv("VGPU_SIM_GPUS", shape.c_str(), 1);
+}
+
 std::shared_ptr<Node> Node::default_node() {
   std::lock_guard lock(default_mutex());
   std::shared_ptr<Node>& node = default_slot();
@@ -58,12 +69,16 @@ std::shared_ptr<Node> Node::default_node() {
       kind = device::parse_backend_kind(backend);
     }
     node = open(config, kind);
-    if (auto socket = DaemonClient::find_daemon_socket()) {
-      node->set_daemon(std::make_shared<const DaemonClient>(*socket));
-      log::info(fmt::format("virtual GPUs are granted by vgpud at {}", *socket));
-    }
+    node->use_daemon_if_running();
   }
   return node;
+}
+
+void Node::use_daemon_if_running() {
+  if (auto socket = DaemonClient::find_daemon_socket()) {
+    set_daemon(std::make_shared<const DaemonClient>(*socket));
+    log::info(fmt::format("virtual GPUs are granted by vgpud at {}", *socket));
+  }
 }
 
 std::vector<monitoring::VgpuView> Node::vgpu_views() const {

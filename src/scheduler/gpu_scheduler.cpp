@@ -1,7 +1,6 @@
 #include <apt/vgpu/common/error.hpp>
 #include <apt/vgpu/common/log.hpp>
 #include <apt/vgpu/common/size.hpp>
-#include <apt/vgpu/runtime/daemon_client.hpp>
 #include <apt/vgpu/scheduler/gpu_scheduler.hpp>
 #include <apt/vgpu/runtime/vgpu_scope.hpp>
 
@@ -612,13 +611,6 @@ struct GPUScheduler::Impl final : SchedulingContext {
 
 namespace {
 
-// As Node::default_node() does: when vgpud serves the node, slices come from it.
-void attach_daemon_if_running(runtime::Node& node) {
-  if (const auto socket = runtime::DaemonClient::find_daemon_socket()) {
-    node.set_daemon(std::make_shared<const runtime::DaemonClient>(*socket));
-  }
-}
-
 std::shared_ptr<runtime::Node> default_scheduler_node(std::uint32_t gpus, std::uint32_t max_slices) {
   config::VgpuConfig config;
   config.simulated_node.gpus = gpus;
@@ -628,7 +620,7 @@ std::shared_ptr<runtime::Node> default_scheduler_node(std::uint32_t gpus, std::u
     kind = device::parse_backend_kind(backend);
   }
   auto node = runtime::Node::open(config, kind);
-  attach_daemon_if_running(*node);
+  node->use_daemon_if_running();  // as Node::default_node(): slices come from vgpud when it runs
   return node;
 }
 
@@ -661,7 +653,7 @@ std::unique_ptr<GPUScheduler> GPUScheduler::from_config(const config::VgpuConfig
   o.oversubscription = config.oversubscription;
   if (!node) {
     node = runtime::Node::open(config);
-    attach_daemon_if_running(*node);
+    node->use_daemon_if_running();
   }
   o.node = node;
   const std::uint32_t gpus = o.node->backend().gpu_count();

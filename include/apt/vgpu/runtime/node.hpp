@@ -43,6 +43,10 @@ class Node {
   // VGPU_SIM_* environment.
   [[nodiscard]] static std::shared_ptr<Node> open(const config::VgpuConfig& config,
                                                   std::optional<device::BackendKind> backend_override = {});
+  // Applies a simulated node shape given on a command line (COUNT[xMEMORY][:NAME], as
+  // --sim-gpus) to `config`, and to VGPU_SIM_GPUS so that open() does not undo it:
+  // the flag wins over the profile and the environment. Call before threads start.
+  static void apply_sim_shape(config::VgpuConfig& config, const std::string& shape);
 
   [[nodiscard]] static std::shared_ptr<Node> default_node();
   static void set_default_node(std::shared_ptr<Node> node);
@@ -70,6 +74,9 @@ class Node {
 
   // The daemon that grants this node's slices, if any (see above).
   void set_daemon(std::shared_ptr<const DaemonClient> daemon) { daemon_ = std::move(daemon); }
+  // Sets the daemon found by DaemonClient::find_daemon_socket() ($VGPU_SOCKET, else the
+  // default socket when it exists); leaves the node embedded otherwise.
+  void use_daemon_if_running();
   [[nodiscard]] const std::shared_ptr<const DaemonClient>& daemon() const noexcept { return daemon_; }
 
  private:

@@ -4,7 +4,6 @@
 #include <apt/vgpu/common/log.hpp>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fmt/format.h>
@@ -41,7 +40,7 @@ void ProcessWatcher::start(Callbacks callbacks) {
 
 void ProcessWatcher::stop() {
   if (!thread_.joinable()) return;
-  __atomic_store_n(&stopping_, true, __ATOMIC_RELEASE);
+  stopping_.store(true);
   wake();
   thread_.join();
 }
@@ -64,7 +63,7 @@ void ProcessWatcher::wake() noexcept {
 
 void ProcessWatcher::loop() {
   epoll_event events[32];
-  while (!__atomic_load_n(&stopping_, __ATOMIC_ACQUIRE)) {
+  while (!stopping_.load()) {
     int timeout_ms = -1;
     if (const auto deadline = callbacks_.next_deadline()) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now()).count();

@@ -11,6 +11,7 @@
 // Thread safety: add/remove/wake may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -45,7 +46,7 @@ class ProcessWatcher {
   void loop();
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
-  bool stopping_ = false;  // written before wake(), read by the thread after the wake
+  std::atomic<bool> stopping_{false};
   Callbacks callbacks_;
   std::thread thread_;
 };

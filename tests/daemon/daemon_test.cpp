@@ -4,6 +4,8 @@
 
 #include "ledger_store.hpp"
 
+#include <apt/vgpu/runtime/virtual_gpu.hpp>
+
 #include <atomic>
 #include <condition_variable>
 #include <map>
@@ -581,11 +583,6 @@ TEST(Vgpud, ABadConfigIsAUsageErrorWithFileAndLine) {
   std::filesystem::remove_all(dir);
 }
 
-}  // namespace
-}  // namespace apt::vgpu
-
-namespace apt::vgpu {
-namespace {
 
 TEST(VgpudPackaging, TheSampleConfigIsValid) {
   const auto r = testing::run_shell(std::string(VGPUD_PATH) + " --check-config --config " + VGPU_SOURCE_DIR +
@@ -638,13 +635,6 @@ TEST(VgpudPackaging, TheGrafanaDashboardQueriesOnlyMetricsTheDaemonExports) {
   }
 }
 
-}  // namespace
-}  // namespace apt::vgpu
-
-#include <apt/vgpu/runtime/virtual_gpu.hpp>
-
-namespace apt::vgpu {
-namespace {
 
 TEST(VgpudClients, TheCppApiLeasesFromTheDaemonWhenANodeHasOne) {
   testing::Daemon d(kConfig);
@@ -681,11 +671,6 @@ TEST(VgpudClients, TheCppApiLeasesFromTheDaemonWhenANodeHasOne) {
   EXPECT_TRUE(d.client().list().empty()) << "the slice ends with the last VirtualGPU copy";
 }
 
-}  // namespace
-}  // namespace apt::vgpu
-
-namespace apt::vgpu {
-namespace {
 
 TEST(VgpudClients, MonitorOnceReadsTheDaemonsMonitor) {
   testing::Daemon d(kConfig);
@@ -701,11 +686,6 @@ TEST(VgpudClients, MonitorOnceReadsTheDaemonsMonitor) {
   EXPECT_NE(r.out.find("vgpu_gpu_memory_total_bytes{gpu=\"3\""), std::string::npos) << "the daemon's 4-GPU node";
 }
 
-}  // namespace
-}  // namespace apt::vgpu
-
-namespace apt::vgpu {
-namespace {
 
 TEST(VgpudMps, TheDaemonOwnsOneControlDaemonPerGpuForItsMpsSlices) {
   const std::string fake = std::string(VGPU_SOURCE_DIR) + "/tests/fakes/nvidia-cuda-mps-control";
@@ -741,11 +721,6 @@ TEST(VgpudMps, AskingForMpsWithoutTheControlBinaryIsABadRequest) {
   EXPECT_TRUE(d.client().list(true).empty());
 }
 
-}  // namespace
-}  // namespace apt::vgpu
-
-namespace apt::vgpu {
-namespace {
 
 TEST(VgpudClients, SubmittedTasksLeaseTheirSlicesFromTheDaemon) {
   testing::Daemon d(kConfig);

@@ -1,6 +1,8 @@
 #include "command.hpp"
 #include "output.hpp"
 
+#include <apt/vgpu/monitoring/stats_json.hpp>
+
 #include <iostream>
 
 namespace apt::vgpu::cli {
@@ -24,7 +26,7 @@ class DevicesCommand final : public Command {
       out["backend"] = std::string(backend.name());
       out["gpus"] = nlohmann::json::array();
       for (const auto& gpu : backend.gpus()) {
-        out["gpus"].push_back(gpu_json(gpu, backend.metrics(gpu.index), backend.health(gpu.index),
+        out["gpus"].push_back(monitoring::gpu_json(gpu, backend.metrics(gpu.index), backend.health(gpu.index),
                                        backend.processes(gpu.index)));
       }
       std::cout << out.dump(2) << "\n";

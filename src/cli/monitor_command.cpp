@@ -6,6 +6,7 @@
 #include <apt/vgpu/monitoring/gpu_monitor.hpp>
 #include <apt/vgpu/monitoring/metrics_server.hpp>
 #include <apt/vgpu/monitoring/prometheus_exporter.hpp>
+#include <apt/vgpu/monitoring/stats_json.hpp>
 #include <apt/vgpu/runtime/daemon_client.hpp>
 
 #include <atomic>
@@ -31,34 +32,6 @@ monitoring::MonitorOptions monitor_options(const config::Config& config, runtime
   return o;
 }
 
-nlohmann::json stats_json(const monitoring::NodeStats& s, const device::Backend& backend) {
-  nlohmann::json j;
-  j["time"] = std::chrono::duration<double>(s.time.time_since_epoch()).count();
-  j["backend"] = s.backend;
-  j["gpus"] = nlohmann::json::array();
-  for (const auto& g : s.gpus) {
-    nlohmann::json gj = gpu_json(backend.gpu(g.gpu_id), g.metrics, device::GpuHealth{g.health, g.health_detail, {}, g.ecc_uncorrected_errors}, {});
-    gj.erase("processes");
-    j["gpus"].push_back(gj);
-  }
-  j["aggregate"] = gpu_json(device::GpuInfo{}, s.aggregate, device::GpuHealth{}, {})["metrics"];
-  j["processes"] = nlohmann::json::array();
-  for (const auto& p : s.processes) {
-    j["processes"].push_back({{"pid", p.pid}, {"command", p.command}, {"gpu", p.gpu},
-                              {"memory_bytes", p.memory_bytes ? nlohmann::json(*p.memory_bytes) : nlohmann::json(nullptr)},
-                              {"vgpu", p.vgpu}});
-  }
-  j["vgpus"] = nlohmann::json::array();
-  for (const auto& v : s.vgpus) {
-    j["vgpus"].push_back({{"name", v.vgpu.name}, {"gpu", v.vgpu.gpu}, {"active", v.vgpu.active},
-                          {"memory_limit_bytes", v.vgpu.memory_limit ? nlohmann::json(*v.vgpu.memory_limit) : nlohmann::json(nullptr)},
-                          {"compute_share", v.vgpu.compute_share ? nlohmann::json(*v.vgpu.compute_share) : nlohmann::json(nullptr)},
-                          {"memory_used_bytes", v.memory_used ? nlohmann::json(*v.memory_used) : nlohmann::json(nullptr)},
-                          {"processes", v.processes.size()}});
-  }
-  return j;
-}
-
 class MonitorCommand final : public Command {
  public:
   explicit MonitorCommand(const GlobalOptions& globals) : globals_(globals) {}
@@ -80,12 +53,10 @@ class MonitorCommand final : public Command {
 
   int run() override {
     const auto config = globals_.load_config();
-    if (once_ && metrics_.empty() && !interval_) {
-      // With a daemon, its monitor is the node's: read it rather than sampling here.
-      if (const auto socket = globals_.daemon_socket()) {
-        std::cout << runtime::DaemonClient(*socket).get_text("/v1/metrics");
-        return 0;
-      }
+    // With a daemon, its monitor is the node's (every user's slices attributed): read
+    // it rather than sampling here. --metrics picks what to sample, so it samples here.
+    if (metrics_.empty()) {
+      if (const auto socket = globals_.daemon_socket()) return run_from_daemon(runtime::DaemonClient(*socket), config);
     }
     auto node = globals_.open_node(config);
     std::vector<std::string> metrics = metrics_;
@@ -127,7 +98,7 @@ class MonitorCommand final : public Command {
       const int count = count_.value_or(1);
       for (int i = 0; (count == 0 || i < count) && !g_interrupted; ++i) {
         if (i > 0) std::this_thread::sleep_for(std::chrono::duration<double>(interval));
-        std::cout << stats_json(monitor.sample(), node->backend()).dump() << "\n" << std::flush;
+        std::cout << monitoring::stats_json(monitor.sample(), node->backend().gpus()).dump() << "\n" << std::flush;
       }
       return 0;
     }
@@ -136,6 +107,49 @@ class MonitorCommand final : public Command {
   }
 
  private:
+  // The same three outputs, read from vgpud: its /v1/metrics and /v1/stats.
+  int run_from_daemon(const runtime::DaemonClient& daemon, const config::Config& config) {
+    if (once_) {
+      std::cout << daemon.get_text("/v1/metrics");
+      return 0;
+    }
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    const double interval = interval_.value_or(config.vgpu.monitoring.interval_seconds);
+    if (!listen_.empty()) {
+      monitoring::MetricsServer server(listen_, [&daemon](const monitoring::HttpRequest& req) {
+        if (req.path == "/metrics") {
+          try {
+            return monitoring::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", daemon.get_text("/v1/metrics")};
+          } catch (const std::exception& e) {
+            return monitoring::HttpResponse{503, "text/plain; charset=utf-8", fmt::format("vgpud: {}\n", e.what())};
+          }
+        }
+        if (req.path == "/healthz") return monitoring::HttpResponse{200, "text/plain; charset=utf-8", "ok\n"};
+        return monitoring::HttpResponse{404, "application/json",
+                                        fmt::format(R"({{"error": {{"code": 404, "type": "not_found", "message": "no route {}"}}}})", req.path)};
+      });
+      std::cout << fmt::format("serving http://{}/metrics from vgpud at {}; Ctrl-C to stop\n", server.address(),
+                               daemon.socket_path())
+                << std::flush;
+      while (!g_interrupted) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      server.stop();
+      return 0;
+    }
+    if (json_) {
+      const int count = count_.value_or(1);
+      for (int i = 0; (count == 0 || i < count) && !g_interrupted; ++i) {
+        if (i > 0) std::this_thread::sleep_for(std::chrono::duration<double>(interval));
+        auto sample = nlohmann::json::parse(daemon.get_json("/v1/stats"));
+        sample.erase("utilization_history");  // the same line as without a daemon
+        std::cout << sample.dump() << "\n" << std::flush;
+      }
+      return 0;
+    }
+    throw InvalidArgument("monitor: choose an output: --once (Prometheus text), --json, or --listen HOST:PORT; "
+                          "for a live view use 'vgpu top'");
+  }
+
   const GlobalOptions& globals_;
   bool once_ = false;
   bool json_ = false;
@@ -212,15 +226,32 @@ class TopCommand final : public Command {
 
   int run() override {
     const auto config = globals_.load_config();
-    auto node = globals_.open_node(config);
-    monitoring::GPUMonitor monitor(node->backend(), interval_, config::known_metrics(), monitor_options(config, *node));
+    // With a daemon, draw its monitor's samples (every user's slices); otherwise sample here.
+    std::optional<runtime::DaemonClient> daemon;
+    std::shared_ptr<runtime::Node> node;
+    std::optional<monitoring::GPUMonitor> monitor;
+    if (const auto socket = globals_.daemon_socket()) {
+      daemon.emplace(*socket);
+    } else {
+      node = globals_.open_node(config);
+      monitor.emplace(node->backend(), interval_, config::known_metrics(), monitor_options(config, *node));
+    }
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     TerminalSession terminal;
     const auto wait = std::chrono::milliseconds(static_cast<long>(interval_ * 1000));
     for (int frame = 0; !g_interrupted && (iterations_ == 0 || frame < iterations_); ++frame) {
-      const auto stats = monitor.sample();
-      std::cout << (terminal.tty() ? "\x1b[H\x1b[2J" : "") << render(stats, monitor) << std::flush;
+      monitoring::StatsDocument doc;
+      if (daemon) {
+        doc = monitoring::parse_stats_json(daemon->get_json("/v1/stats"));
+        doc.stats.backend += " (vgpud)";
+      } else {
+        doc.stats = monitor->sample();
+        for (const auto& g : doc.stats.gpus) {
+          doc.history[g.gpu_id] = monitor->history_values("utilization", std::chrono::minutes(5), g.gpu_id);
+        }
+      }
+      std::cout << (terminal.tty() ? "\x1b[H\x1b[2J" : "") << render(doc) << std::flush;
       if (iterations_ != 0 && frame + 1 >= iterations_) break;
       if (terminal.tty()) {
         const char c = terminal.key(wait);
@@ -233,7 +264,8 @@ class TopCommand final : public Command {
   }
 
  private:
-  std::string render(const monitoring::NodeStats& s, const monitoring::GPUMonitor& monitor) const {
+  static std::string render(const monitoring::StatsDocument& doc) {
+    const monitoring::NodeStats& s = doc.stats;
     std::string out = fmt::format("vgpu top  {} backend, {} GPUs, {} vGPUs, {} processes  (q quits)\n\n", s.backend,
                                   s.gpus.size(), s.vgpus.size(), s.processes.size());
     for (const auto& g : s.gpus) {
@@ -242,7 +274,8 @@ class TopCommand final : public Command {
       const double mem = m.memory_used_bytes && m.memory_total_bytes && *m.memory_total_bytes > 0
                              ? static_cast<double>(*m.memory_used_bytes) / static_cast<double>(*m.memory_total_bytes)
                              : 0;
-      const auto history = monitor.history_values("utilization", std::chrono::minutes(5), g.gpu_id);
+      const auto found = doc.history.find(g.gpu_id);
+      const std::vector<double> history = found != doc.history.end() ? found->second : std::vector<double>{};
       out += fmt::format("GPU {:<2} {:<22} util [{}] {:>5}  mem [{}] {:>9}/{:<9} {:>6} {:>12}  {}\n", g.gpu_id,
                          g.name.substr(0, 22), bar(util / 100.0, 20), or_na(m.utilization_percent, "%"),
                          bar(mem, 14), m.memory_used_bytes ? format_size(*m.memory_used_bytes) : "n/a",

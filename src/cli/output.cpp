@@ -33,54 +33,11 @@ std::string or_na(const std::optional<double>& value, const char* suffix) {
 
 namespace {
 
-template <class T>
-nlohmann::json opt(const std::optional<T>& value) {
-  return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
-}
-
 std::optional<double> as_double(const std::optional<std::uint32_t>& v) {
   return v ? std::optional<double>(*v) : std::nullopt;
 }
 
 }  // namespace
-
-nlohmann::json gpu_json(const device::GpuInfo& info, const device::GpuMetrics& m, const device::GpuHealth& health,
-                        const std::vector<device::GpuProcess>& processes) {
-  nlohmann::json j;
-  j["index"] = info.index;
-  j["uuid"] = info.uuid;
-  j["name"] = info.name;
-  j["vendor"] = std::string(device::to_string(info.vendor));
-  j["memory_total_bytes"] = info.memory_total;
-  j["compute_capability"] = info.compute_capability
-                                ? nlohmann::json(fmt::format("{}.{}", info.compute_capability->major,
-                                                             info.compute_capability->minor))
-                                : nlohmann::json(nullptr);
-  j["sm_count"] = opt(info.sm_count);
-  nlohmann::json metrics;
-  metrics["utilization_percent"] = opt(m.utilization_percent);
-  metrics["memory_used_bytes"] = opt(m.memory_used_bytes);
-  metrics["memory_total_bytes"] = opt(m.memory_total_bytes);
-  metrics["temperature_celsius"] = opt(m.temperature_celsius);
-  metrics["power_watts"] = opt(m.power_watts);
-  metrics["power_limit_watts"] = opt(m.power_limit_watts);
-  metrics["sm_clock_mhz"] = opt(m.sm_clock_mhz);
-  metrics["memory_clock_mhz"] = opt(m.memory_clock_mhz);
-  metrics["pcie_rx_bytes_per_second"] = opt(m.pcie_rx_bytes_per_second);
-  metrics["pcie_tx_bytes_per_second"] = opt(m.pcie_tx_bytes_per_second);
-  metrics["memory_bandwidth_utilization_percent"] = opt(m.memory_bandwidth_utilization_percent);
-  j["metrics"] = metrics;
-  j["health"] = {{"state", std::string(device::to_string(health.state))},
-                 {"detail", health.detail},
-                 {"xid_events", health.xid_events},
-                 {"ecc_uncorrected_errors", opt(health.ecc_uncorrected_errors)}};
-  nlohmann::json procs = nlohmann::json::array();
-  for (const auto& p : processes) {
-    procs.push_back({{"pid", p.pid}, {"command", p.command}, {"memory_bytes", opt(p.memory_bytes)}});
-  }
-  j["processes"] = procs;
-  return j;
-}
 
 std::string devices_table(device::Backend& backend) {
   Table table({"GPU", "NAME", "UUID", "MEMORY USED/TOTAL", "CC", "SMS", "UTIL", "TEMP", "POWER/LIMIT", "SM CLOCK",

@@ -1,5 +1,5 @@
-// Shared rendering for the CLI: aligned text tables and JSON forms of device
-// readings (absent metrics are "n/a" in tables and null in JSON).
+// Shared rendering for the CLI: aligned text tables of device readings and of
+// the ledger (absent metrics are "n/a"). JSON forms are monitoring/stats_json.hpp.
 #pragma once
 
 #include <apt/vgpu/device/backend.hpp>
@@ -24,9 +24,6 @@ class Table {
 };
 
 [[nodiscard]] std::string or_na(const std::optional<double>& value, const char* format_suffix);
-[[nodiscard]] nlohmann::json gpu_json(const device::GpuInfo& info, const device::GpuMetrics& metrics,
-                                      const device::GpuHealth& health,
-                                      const std::vector<device::GpuProcess>& processes);
 // The devices table (one row per GPU) that `vgpu devices` and `vgpu demo` print.
 [[nodiscard]] std::string devices_table(device::Backend& backend);
 // The ledger table: what is leased and free on each GPU.

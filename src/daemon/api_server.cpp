@@ -203,7 +203,7 @@ bool is_slice_id(const std::string& id) {
   return id.size() == 16 && std::all_of(id.begin(), id.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-const std::regex kKnownPaths(R"(^/v1(/(health|whoami|node|events|metrics|slices)|/slices/[^/]+(/processes)?)?$)");
+const std::regex kKnownPaths(R"(^/v1(/(health|whoami|node|events|metrics|stats|slices)|/slices/[^/]+(/processes)?)?$)");
 
 }  // namespace
 
@@ -216,10 +216,10 @@ struct ApiServer::Impl {
   int lock_fd = -1;
   std::atomic<std::uint32_t> subscribers{0};
   bool running = false;
-  std::function<std::string()> metrics;
+  MonitorViews monitor;
 
-  Impl(SliceRegistry& r, EventLog& e, const config::DaemonSection& o, std::function<std::string()> m)
-      : registry(r), events(e), options(o), server(o.request_timeout), metrics(std::move(m)) {}
+  Impl(SliceRegistry& r, EventLog& e, const config::DaemonSection& o, MonitorViews m)
+      : registry(r), events(e), options(o), server(o.request_timeout), monitor(std::move(m)) {}
 
   // Runs a handler with the caller identified and every error rendered as JSON.
   template <class F>
@@ -297,9 +297,14 @@ struct ApiServer::Impl {
                   reply(res, 200, registry.attach(c, id, parse_attach_request(parse_body(req.body))));
                 }));
     server.Get("/v1/metrics", guarded([this](const httplib::Request&, httplib::Response& res, const Caller&) {
-      if (!metrics) throw ApiError(ErrorCode::unavailable, "monitoring is off on this daemon (vgpu.monitoring.enabled)");
+      if (!monitor.metrics) throw ApiError(ErrorCode::unavailable, "monitoring is off on this daemon (vgpu.monitoring.enabled)");
       res.status = 200;
-      res.set_content(metrics(), "text/plain; version=0.0.4; charset=utf-8");
+      res.set_content(monitor.metrics(), "text/plain; version=0.0.4; charset=utf-8");
+    }));
+    server.Get("/v1/stats", guarded([this](const httplib::Request&, httplib::Response& res, const Caller&) {
+      if (!monitor.stats) throw ApiError(ErrorCode::unavailable, "monitoring is off on this daemon (vgpu.monitoring.enabled)");
+      res.status = 200;
+      res.set_content(monitor.stats(), "application/json");
     }));
     server.Get("/v1/events", guarded([this](const httplib::Request& req, httplib::Response& res, const Caller& c) {
       events_handler(req, res, c);
@@ -463,8 +468,8 @@ struct ApiServer::Impl {
 };
 
 ApiServer::ApiServer(SliceRegistry& registry, EventLog& events, const config::DaemonSection& options,
-                     std::function<std::string()> metrics)
-    : impl_(std::make_unique<Impl>(registry, events, options, std::move(metrics))) {
+                     MonitorViews monitor)
+    : impl_(std::make_unique<Impl>(registry, events, options, std::move(monitor))) {
   // Workers: enough for every allowed long poll plus a full complement for short requests.
   const std::size_t threads = std::max<std::size_t>(8, std::thread::hardware_concurrency() * 2) + options.max_event_subscribers;
   const std::size_t max_waiting = options.max_connections;

@@ -9,7 +9,7 @@
 // on /v1/events are capped at `max_event_subscribers`. Bodies over
 // `max_body` get 413. Every error is {"error": {code, status, message, field}}.
 //
-// Routes: GET /v1, /v1/health, /v1/whoami, /v1/node, /v1/events, /v1/metrics;
+// Routes: GET /v1, /v1/health, /v1/whoami, /v1/node, /v1/events, /v1/metrics, /v1/stats;
 // GET/POST /v1/slices; GET/DELETE /v1/slices/{id}; POST /v1/slices/{id}/processes.
 //
 // Thread safety: start() and stop() from one thread; handlers run on the pool.
@@ -28,10 +28,14 @@ namespace apt::vgpu::daemon {
 
 class ApiServer {
  public:
-  // `metrics` renders the Prometheus text also served on GET /v1/metrics (so `vgpu monitor --once`
-  // reads the daemon's monitor over the socket); may be empty.
-  ApiServer(SliceRegistry& registry, EventLog& events, const config::DaemonSection& options,
-            std::function<std::string()> metrics = {});
+  // The node monitor's two faces on the socket, so that `vgpu monitor` and `vgpu top` read
+  // the daemon's monitor: `metrics` renders the Prometheus text of GET /v1/metrics, `stats`
+  // the JSON sample of GET /v1/stats (monitoring/stats_json.hpp). Empty when monitoring is off.
+  struct MonitorViews {
+    std::function<std::string()> metrics;
+    std::function<std::string()> stats;
+  };
+  ApiServer(SliceRegistry& registry, EventLog& events, const config::DaemonSection& options, MonitorViews monitor = {});
   ~ApiServer();
   ApiServer(const ApiServer&) = delete;
   ApiServer& operator=(const ApiServer&) = delete;

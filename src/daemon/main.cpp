@@ -19,6 +19,7 @@
 #include <apt/vgpu/monitoring/gpu_monitor.hpp>
 #include <apt/vgpu/monitoring/metrics_server.hpp>
 #include <apt/vgpu/monitoring/prometheus_exporter.hpp>
+#include <apt/vgpu/monitoring/stats_json.hpp>
 #include <apt/vgpu/runtime/node.hpp>
 
 #include <CLI/CLI.hpp>
@@ -130,7 +131,20 @@ int run(const Flags& flags) {
     log::notice(fmt::format("metrics on http://{}/metrics", metrics->address()));
   }
 
-  ApiServer api(registry, events, config.daemon, render_metrics);
+  ApiServer::MonitorViews views{render_metrics, {}};
+  if (monitor) {
+    // One fresh sample per request (vgpu top asks once a frame), with each GPU's last five
+    // minutes of utilization for its sparklines.
+    views.stats = [&] {
+      const auto stats = monitor->sample();
+      monitoring::UtilizationHistory history;
+      for (const auto& g : stats.gpus) {
+        history[g.gpu_id] = monitor->history_values("utilization", std::chrono::minutes(5), g.gpu_id);
+      }
+      return monitoring::stats_json(stats, node->backend().gpus(), history).dump();
+    };
+  }
+  ApiServer api(registry, events, config.daemon, views);
   api.start();
   log::notice(fmt::format("vgpud ready: socket {}, state {}, backend {} with {} GPUs, {} slices", config.daemon.socket,
                           config.daemon.state_dir.string(), node->backend().name(), node->backend().gpu_count(),

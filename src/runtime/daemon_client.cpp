@@ -164,6 +164,28 @@ SliceInfo DaemonClient::attach(const std::string& id, std::optional<std::int64_t
   return to_slice(nlohmann::json::parse(request("POST", "/v1/slices/" + id + "/processes", body.dump(), 200)));
 }
 
+std::vector<GpuCapacity> DaemonClient::node_capacity() const {
+  const std::string body = request("GET", "/v1/node", {}, 200);
+  std::vector<GpuCapacity> out;
+  try {
+    const nlohmann::json node = nlohmann::json::parse(body);  // named: a range over a temporary's member dangles
+    for (const auto& g : node.at("gpus")) {
+      GpuCapacity c;
+      c.gpu = g.at("index").get<std::uint32_t>();
+      c.memory_capacity = g.at("memory_capacity_bytes").get<std::uint64_t>();
+      c.memory_leased = g.at("memory_leased_bytes").get<std::uint64_t>();
+      c.compute_capacity = g.at("compute_capacity").get<double>();
+      c.compute_leased = g.at("compute_leased").get<double>();
+      c.slices = g.at("slices").get<std::uint32_t>();
+      out.push_back(c);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw DaemonError(0, "bad_response", {},
+                      fmt::format("vgpud at {}: GET /v1/node answered an unexpected shape ({})", socket_, e.what()));
+  }
+  return out;
+}
+
 std::string DaemonClient::get_json(const std::string& path) const { return request("GET", path, {}, 200); }
 
 }  // namespace apt::vgpu::runtime

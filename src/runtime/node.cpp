@@ -81,6 +81,10 @@ void Node::use_daemon_if_running() {
   }
 }
 
+std::vector<GpuCapacity> Node::capacity() const {
+  return daemon_ ? daemon_->node_capacity() : ledger_.capacity();
+}
+
 std::vector<monitoring::VgpuView> Node::vgpu_views() const {
   std::lock_guard lock(views_mutex_);
   std::vector<monitoring::VgpuView> out;

@@ -42,7 +42,7 @@ ClusterState::ClusterState(const std::vector<std::uint64_t>& gpu_memory, double 
 
 bool ClusterState::fits(std::uint32_t index, std::uint64_t memory, std::uint32_t compute_milli) const {
   const GpuCapacityState& g = gpus_[index];
-  return g.healthy && memory <= g.memory_free() && compute_milli <= g.compute_free() && slices_ < max_slices_;
+  return g.healthy && memory <= g.memory_free() && compute_milli <= g.compute_free() && slices_available();
 }
 
 bool ClusterState::could_ever_fit(const Demand& d) const {
@@ -64,6 +64,15 @@ void ClusterState::allocate(const std::vector<std::uint32_t>& gpus, const Demand
     compute_used_ += d.compute_milli;
     memory_used_ += d.memory;
   }
+}
+
+void ClusterState::set_held_elsewhere(std::uint32_t index, std::uint64_t memory, std::uint32_t compute_milli,
+                                      std::uint32_t slices) {
+  GpuCapacityState& g = gpus_.at(index);
+  slices_elsewhere_ = slices_elsewhere_ - g.slices_elsewhere + slices;
+  g.memory_elsewhere = memory;
+  g.compute_elsewhere = compute_milli;
+  g.slices_elsewhere = slices;
 }
 
 void ClusterState::release(const std::vector<std::uint32_t>& gpus, const Demand& d) {

@@ -101,6 +101,10 @@ struct GPUScheduler::Impl final : SchedulingContext {
   std::uint32_t cursor = 0;
   bool shutting_down = false;
   bool wake_timer_ = false;  // the timer must recompute its wake-up time
+  // The view of the node's ledger (see ClusterState): when it was last read, and
+  // whether a refused lease says it is out of date. Only the timer thread reads it.
+  Clock::time_point view_read{};
+  bool view_stale = false;
 
   // ---- workers (their own lock, never taken before `mutex`) ----
   struct Worker {
@@ -134,8 +138,44 @@ struct GPUScheduler::Impl final : SchedulingContext {
     const std::uint32_t count = options.workers != 0 ? options.workers : std::min<std::uint32_t>(max_slices, 256);
     for (std::uint32_t w = 0; w < std::max<std::uint32_t>(count, 1); ++w) workers.push_back(std::make_unique<Worker>());
     for (std::uint32_t w = 0; w < workers.size(); ++w) workers[w]->thread = std::thread([this, w] { work(w); });
+    {
+      std::unique_lock lock(mutex);  // before any task: placement sees what others hold already
+      refresh_view(lock);
+    }
     timer = std::thread([this] { tick(); });
     watchdog = std::thread([this] { watch(); });
+  }
+
+  // How often the timer re-reads the node's ledger while tasks wait. A refused
+  // lease re-reads it at once.
+  static constexpr auto kViewRefresh = std::chrono::seconds(1);
+
+  // Keeps `capacity` a view of the node's ledger (vgpud's book when a daemon
+  // serves the node): reads it without the lock, then records per GPU what it
+  // holds beyond this scheduler's own slices. Our own book is charged before a
+  // lease is taken and credited after it is dropped, so the difference never
+  // counts our slices as someone else's; a transient undercount only means a
+  // lease may be refused, which makes the task wait and the view refresh.
+  // When the ledger cannot be read the last view stays (and a warning says why).
+  void refresh_view(std::unique_lock<std::mutex>& lock) {
+    view_stale = false;
+    view_read = Clock::now();
+    lock.unlock();
+    std::vector<runtime::GpuCapacity> view;
+    try {
+      view = node->capacity();
+    } catch (const std::exception& e) {
+      log::warn(fmt::format("scheduler: cannot read the node's ledger ({}); placing by the last view", e.what()));
+    }
+    lock.lock();
+    for (const runtime::GpuCapacity& c : view) {
+      if (c.gpu >= gpu_count) continue;
+      const GpuCapacityState& own = capacity.gpu(c.gpu);
+      const auto leased_milli = static_cast<std::uint32_t>(std::lround(std::max(0.0, c.compute_leased) * kWholeGpuMilli));
+      capacity.set_held_elsewhere(c.gpu, c.memory_leased > own.memory_used ? c.memory_leased - own.memory_used : 0,
+                                  leased_milli > own.compute_used ? leased_milli - own.compute_used : 0,
+                                  c.slices > own.slices ? c.slices - own.slices : 0);
+    }
   }
 
   static std::vector<std::uint64_t> gpu_memory(runtime::Node& node, std::uint32_t gpus) {
@@ -414,6 +454,7 @@ struct GPUScheduler::Impl final : SchedulingContext {
       t.queued.not_before = now() + std::chrono::duration<double>(options.retry_backoff).count();
       t.queued.preferred_gpu = -1;
       policy->enqueue(t.queued);
+      view_stale = true;  // the timer re-reads the ledger, so the retry places by what is really free
       wake_timer_ = true;
       log::info(fmt::format("{}: GPU {} is full outside the scheduler ({}); waiting", t.name, t.attempts.back().gpu, out.text));
     } else if (out.success && why != StopReason::timeout) {
@@ -489,8 +530,12 @@ struct GPUScheduler::Impl final : SchedulingContext {
         const Task& t = *tasks.at(id);
         if (t.deadline) wake = std::min(wake, *t.deadline);
       }
-      timer_cv.wait_until(lock, wake);
+      if (!view_stale) timer_cv.wait_until(lock, wake);
       if (shutting_down) break;
+      if (view_stale || (policy->size() > 0 && Clock::now() - view_read >= kViewRefresh)) {
+        refresh_view(lock);
+        if (shutting_down) break;
+      }
       for (auto& [id, r] : running_tasks) {
         Task& t = *tasks.at(id);
         if (t.deadline && Clock::now() >= *t.deadline && t.stop_reason == StopReason::none) {

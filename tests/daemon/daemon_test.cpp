@@ -5,6 +5,7 @@
 #include "ledger_store.hpp"
 
 #include <apt/vgpu/runtime/virtual_gpu.hpp>
+#include <apt/vgpu/scheduler/gpu_scheduler.hpp>
 
 #include <atomic>
 #include <condition_variable>
@@ -686,6 +687,29 @@ TEST(VgpudClients, MonitorOnceReadsTheDaemonsMonitor) {
   EXPECT_NE(r.out.find("vgpu_gpu_memory_total_bytes{gpu=\"3\""), std::string::npos) << "the daemon's 4-GPU node";
 }
 
+TEST(VgpudClients, MonitorJsonAndTopDrawTheDaemonsMonitor) {
+  testing::Daemon d(kConfig);
+  d.start();
+  runtime::SliceSpec spec;
+  spec.gpu = 2;
+  spec.memory_limit = 2'000'000'000ULL;
+  spec.name = "watched";
+  (void)d.client().create(spec);
+  // Without the daemon the CLI would sample its own simulated node (8 GPUs, no slices).
+  const auto r = testing::run_shell(vgpu_cli(d) + " monitor --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto sample = json::parse(r.out);
+  EXPECT_EQ(sample["gpus"].size(), 4U) << "the daemon's 4-GPU node";
+  ASSERT_EQ(sample["vgpus"].size(), 1U);
+  EXPECT_EQ(sample["vgpus"][0]["name"], "watched");
+  EXPECT_EQ(sample["vgpus"][0]["gpu"], 2);
+  EXPECT_FALSE(sample.contains("utilization_history")) << "the same line as without a daemon";
+  const auto top = testing::run_shell(vgpu_cli(d) + " top --iterations 1");
+  ASSERT_EQ(top.exit_code, 0) << top.err;
+  EXPECT_NE(top.out.find("sim (vgpud) backend, 4 GPUs, 1 vGPUs"), std::string::npos) << top.out;
+  EXPECT_NE(top.out.find("watched"), std::string::npos) << top.out;
+}
+
 
 TEST(VgpudMps, TheDaemonOwnsOneControlDaemonPerGpuForItsMpsSlices) {
   const std::string fake = std::string(VGPU_SOURCE_DIR) + "/tests/fakes/nvidia-cuda-mps-control";
@@ -736,6 +760,30 @@ TEST(VgpudClients, SubmittedTasksLeaseTheirSlicesFromTheDaemon) {
     return e["type"] == "slice" && e["action"] == "deleted" && e["source"] == created["source"];
   });
   EXPECT_TRUE(d.client().list(true).empty());
+}
+
+TEST(VgpudClients, TheSchedulersBookIsAViewOfTheDaemonsLedger) {
+  testing::Daemon d(kConfig);
+  d.start();
+  // Another client (another user's `vgpu create`) holds 70 of GPU 0's 80 GB.
+  runtime::SliceSpec other;
+  other.gpu = 0;
+  other.memory_limit = 70'000'000'000ULL;
+  (void)d.client().create(other);
+  config::VgpuConfig local;
+  auto node = runtime::Node::open(local, device::BackendKind::sim);
+  node->set_daemon(std::make_shared<const runtime::DaemonClient>(d.socket()));
+  scheduler::SchedulerOptions o;
+  o.node = node;
+  scheduler::GPUScheduler tasks(2, 8, "fifo", o);
+  const auto book = tasks.snapshot().gpus;
+  EXPECT_EQ(book[0].memory_elsewhere, 70'000'000'000ULL) << "read from GET /v1/node";
+  EXPECT_EQ(book[0].slices_elsewhere, 1U);
+  EXPECT_EQ(book[1].memory_elsewhere, 0U);
+  const auto id = tasks.submit_task([](runtime::VirtualGPU& v) { return v.gpu_id(); },
+                                    scheduler::GpuRequirements::with("20GB", 0.25));
+  EXPECT_EQ(tasks.wait_for_task_as<std::uint32_t>(id), 1U) << "placed where the daemon has room";
+  EXPECT_EQ(tasks.status(id).attempts.size(), 1U) << "without a refused lease first";
 }
 
 }  // namespace

@@ -87,6 +87,37 @@ TEST(GPUScheduler, RoomHeldOutsideTheSchedulerMakesATaskWaitNotFail) {
   EXPECT_EQ(scheduler.status(id).state, TaskState::succeeded);
 }
 
+TEST(GPUScheduler, PlacesByTheNodesLedgerNotOnlyItsOwnBook) {
+  // Another holder has 70 of GPU 0's 80 GB before the scheduler starts. The
+  // scheduler's book is a view of the node's ledger, so a 20 GB task goes to GPU 1
+  // at once instead of being refused on GPU 0 first.
+  auto node = sim_node(2);
+  runtime::VirtualGPU outside = runtime::create_vgpu(0, "70GB", std::nullopt, {}, node);
+  GPUScheduler scheduler(2, 8, "fifo", on(node));
+  EXPECT_EQ(scheduler.snapshot().gpus[0].memory_elsewhere, 70 * kGB);
+  EXPECT_EQ(scheduler.snapshot().gpus[0].slices_elsewhere, 1U);
+  const TaskId id = scheduler.submit_task([](runtime::VirtualGPU& v) { return v.gpu_id(); },
+                                          GpuRequirements::with("20GB", 0.25));
+  EXPECT_EQ(scheduler.wait_for_task_as<std::uint32_t>(id), 1U);
+  ASSERT_EQ(scheduler.status(id).attempts.size(), 1U);
+  EXPECT_EQ(scheduler.status(id).attempts.front().outcome, "succeeded");
+}
+
+TEST(GPUScheduler, ARefusedLeaseRefreshesTheViewAndTheRetryGoesWhereThereIsRoom) {
+  auto node = sim_node(2);
+  GPUScheduler scheduler(2, 8, "fifo", on(node));
+  // Taken after the scheduler read the ledger: its first choice, GPU 0, is refused.
+  runtime::VirtualGPU outside = runtime::create_vgpu(0, "70GB", std::nullopt, {}, node);
+  const TaskId id = scheduler.submit_task([](runtime::VirtualGPU& v) { return v.gpu_id(); },
+                                          GpuRequirements::with("20GB", 0.25));
+  EXPECT_EQ(scheduler.wait_for_task_as<std::uint32_t>(id), 1U);
+  const auto attempts = scheduler.status(id).attempts;
+  ASSERT_EQ(attempts.size(), 2U);
+  EXPECT_EQ(attempts[0].gpu, 0U);
+  EXPECT_EQ(attempts[0].outcome.rfind("waited", 0), 0U) << attempts[0].outcome;
+  EXPECT_EQ(attempts[1].gpu, 1U);
+}
+
 TEST(GPUScheduler, ManyTasksSeedExample) {
   GPUScheduler scheduler(4, 16, "fifo", on(sim_node(4)));
   std::vector<TaskId> ids;

@@ -19,6 +19,7 @@
 
 #include <apt/vgpu/common/error.hpp>
 #include <apt/vgpu/config/vgpu_config.hpp>
+#include <apt/vgpu/runtime/node_ledger.hpp>
 #include <apt/vgpu/runtime/virtual_gpu_options.hpp>
 
 #include <chrono>
@@ -113,6 +114,9 @@ class DaemonClient {
   void remove(const std::string& id) const;
   // Attaches a process (default: this one) to the slice, for accounting and attribution.
   SliceInfo attach(const std::string& id, std::optional<std::int64_t> pid = std::nullopt) const;
+
+  // What every GPU of the node has leased now, all users together (GET /v1/node).
+  [[nodiscard]] std::vector<GpuCapacity> node_capacity() const;
 
   // A raw GET of an API path (e.g. "/v1/node"), returning the JSON text; throws like the rest.
   [[nodiscard]] std::string get_json(const std::string& path) const;

@@ -56,6 +56,12 @@ class Node {
   [[nodiscard]] NodeLedger& ledger() noexcept { return ledger_; }
   [[nodiscard]] const NodeLedger& ledger() const noexcept { return ledger_; }
 
+  // What every GPU has leased now, by any holder: vgpud's book when a daemon
+  // serves the node (all users' slices), this node's ledger otherwise. The
+  // scheduler keeps its ClusterState as a view of it. Throws DaemonError when
+  // the daemon cannot be reached.
+  [[nodiscard]] std::vector<GpuCapacity> capacity() const;
+
   // The virtual GPUs leased from this node, as the monitor attributes use to
   // them (VirtualGPU keeps its entry current). Ordered by lease id.
   [[nodiscard]] std::vector<monitoring::VgpuView> vgpu_views() const;

@@ -7,6 +7,12 @@
 // and `compute_milli` thousandths of compute. A task asking for more than one
 // GPU takes whole GPUs (compute_milli 1000 each).
 //
+// Room held elsewhere: on a live node other holders (other processes, other
+// users' vgpud slices) lease parts of the same GPUs. The live scheduler keeps
+// its book a view of the node's ledger by recording, per GPU, what the ledger
+// shows beyond the scheduler's own slices (set_held_elsewhere); placement then
+// counts that room as taken. The simulator never sets it.
+//
 // The live GPUScheduler and the trace simulator share this type, the
 // placement functions and the queue policies, so a replay exercises the same
 // code as production.
@@ -38,14 +44,20 @@ struct GpuCapacityState {
   std::uint32_t compute_used = 0;
   std::uint32_t slices = 0;
   bool healthy = true;
+  // Held by others on the same GPU (see above); not part of the *_used totals.
+  std::uint64_t memory_elsewhere = 0;
+  std::uint32_t compute_elsewhere = 0;
+  std::uint32_t slices_elsewhere = 0;
 
   [[nodiscard]] std::uint64_t memory_free() const noexcept {
-    return memory_capacity > memory_used ? memory_capacity - memory_used : 0;
+    const std::uint64_t taken = memory_used + memory_elsewhere;
+    return memory_capacity > taken ? memory_capacity - taken : 0;
   }
   [[nodiscard]] std::uint32_t compute_free() const noexcept {
-    return compute_capacity > compute_used ? compute_capacity - compute_used : 0;
+    const std::uint32_t taken = compute_used + compute_elsewhere;
+    return compute_capacity > taken ? compute_capacity - taken : 0;
   }
-  [[nodiscard]] bool idle() const noexcept { return slices == 0; }
+  [[nodiscard]] bool idle() const noexcept { return slices == 0 && slices_elsewhere == 0; }
 };
 
 class ClusterState {
@@ -72,11 +84,14 @@ class ClusterState {
   void allocate(const std::vector<std::uint32_t>& gpus, const Demand& demand);
   void release(const std::vector<std::uint32_t>& gpus, const Demand& demand);
   void set_healthy(std::uint32_t index, bool healthy);
+  // Records what GPU `index` has leased outside this book (replaces the last record).
+  void set_held_elsewhere(std::uint32_t index, std::uint64_t memory, std::uint32_t compute_milli, std::uint32_t slices);
 
   [[nodiscard]] std::uint32_t slices_in_use() const noexcept { return slices_; }
   [[nodiscard]] std::uint32_t max_slices() const noexcept { return max_slices_; }
+  // The node's cap counts every slice, ours and those held elsewhere.
   [[nodiscard]] bool slices_available(std::uint32_t count = 1) const noexcept {
-    return slices_ + count <= max_slices_;
+    return slices_ + slices_elsewhere_ + count <= max_slices_;
   }
   // Allocated compute over all GPUs, as a fraction of the cluster (0..1).
   [[nodiscard]] double allocation_rate() const noexcept;
@@ -90,6 +105,7 @@ class ClusterState {
   std::uint32_t nodes_ = 1;
   std::uint32_t max_slices_;
   std::uint32_t slices_ = 0;
+  std::uint32_t slices_elsewhere_ = 0;
   std::uint64_t total_compute_ = 0;
   std::uint64_t total_memory_ = 0;
   std::uint64_t compute_used_ = 0;

@@ -29,6 +29,9 @@ class MemoryCommand final : public Command {
     replay_->add_option("--fragmentation-threshold", threshold_, "Compact above this fragmentation (default 0.1)")
         ->check(CLI::Range(0.0, 1.0));
     replay_->add_flag("--json", json_, "Print JSON");
+    replay_->add_option("--backing", backing_,
+                        "What backs the pool: none (bookkeeping only, the default), host (mmap), or cuda "
+                        "(real GPU memory through the CUDA driver's virtual memory API)");
     generate_ = app_->add_subcommand("generate", "Write a synthetic transformer-training trace (vgpu-trace format)");
     generate_->add_option("-o,--output", output_, "Output file")->required();
     generate_->add_option("--layers", trace_options_.layers, "Transformer layers (default 24)")->check(CLI::Range(1, 1000));
@@ -57,10 +60,12 @@ class MemoryCommand final : public Command {
     if (!pool_size_.empty()) options.pool_size = parse_size(pool_size_, "--pool-size");
     options.compaction = !no_compaction_;
     options.fragmentation_threshold = threshold_;
+    options.backing = memory::parse_backing_kind(backing_);
     const memory::ReplayReport r = memory::replay(events, options);
     if (json_) {
       nlohmann::json j;
       j["pool_size"] = r.pool_size;
+      j["backing"] = backing_;
       j["events"] = r.events;
       j["allocations"] = r.allocations;
       j["frees"] = r.frees;
@@ -114,6 +119,7 @@ class MemoryCommand final : public Command {
   bool no_compaction_ = false;
   double threshold_ = 0.1;
   bool json_ = false;
+  std::string backing_ = "none";
   std::string output_;
   memory::TransformerTraceOptions trace_options_;
 };

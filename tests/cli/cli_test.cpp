@@ -226,6 +226,17 @@ TEST(Cli, MemoryReplayReadsRmmCsvAndRejectsBadTraces) {
   auto r = vgpu("memory replay --json " + csv.string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["allocations"], 2);
+  r = vgpu("memory replay --json --backing host " + csv.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["backing"], "host");
+  r = vgpu("memory replay --backing gpu " + csv.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("'gpu' is not a backing; use host, none or cuda"), std::string::npos) << r.err;
+  // No CUDA driver here: a clear error and a non-zero exit, not a crash.
+  r = vgpu("memory replay --backing cuda " + csv.string(), "LD_LIBRARY_PATH=/nonexistent");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.out, "");
+  EXPECT_NE(r.err.find("vgpu: "), std::string::npos) << r.err;
   std::ofstream(csv) << "not a trace\n";
   r = vgpu("memory replay " + csv.string());
   EXPECT_EQ(r.exit_code, 2);

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -221,6 +222,28 @@ TEST(VirtualGPU, RunStartsABoundChildAndReturnsItsStatus) {
   EXPECT_EQ(v.run({"/bin/sh", "-c", "kill -TERM $$"}), 128 + 15);
   EXPECT_THROW((void)v.run({"/nonexistent/program"}), ProcessError);
   EXPECT_THROW((void)v.run({}), InvalidArgument);
+}
+
+TEST(VirtualGPU, ACapturedRunEndsWithTheChildNotWithWhatItLeftBehind) {
+  // The child starts a background process that keeps the output pipe open, and exits.
+  // The run ends with the child: its output is kept, the straggler is not waited for.
+  auto node = sim_node();
+  VirtualGPU v(slice(0, 1 * kGB), node);
+  const auto pid_file = std::filesystem::temp_directory_path() / ("vgpu-straggler-" + std::to_string(::getpid()));
+  RunOptions o;
+  o.capture_output = true;
+  o.timeout = std::chrono::hours(1);  // supervised, with a deadline far away
+  const RunResult r = v.run({"/bin/sh", "-c", "echo before; sleep 300 & echo $! > " + pid_file.string() + "; exit 3"}, o);
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_EQ(r.output, "before\n");
+  EXPECT_FALSE(r.timed_out);
+  std::ifstream in(pid_file);
+  pid_t straggler = 0;
+  in >> straggler;
+  ASSERT_GT(straggler, 0);
+  EXPECT_EQ(::kill(straggler, 0), 0) << "the run returned while the background process still ran";
+  ::kill(straggler, SIGKILL);
+  std::filesystem::remove(pid_file);
 }
 
 TEST(VirtualGPU, RunningChildShowsAsAProcessOnTheSimulatedGpu) {

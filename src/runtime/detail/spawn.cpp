@@ -2,15 +2,18 @@
 
 #include <apt/vgpu/common/error.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <optional>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
 #include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <thread>
 #include <unistd.h>
 
 extern char** environ;
@@ -86,39 +89,72 @@ int wait_for(pid_t pid) {
   return decode(status);
 }
 
+namespace {
+
+// Reads what is in the pipe now, without waiting (a grandchild may hold it open).
+void drain_available(int fd, std::string& out) {
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  char buffer[4096];
+  ssize_t n = 0;
+  while ((n = ::read(fd, buffer, sizeof buffer)) > 0) out.append(buffer, static_cast<std::size_t>(n));
+}
+
+}  // namespace
+
+// Waits on the child's pidfd and its output pipe with poll(2): it wakes when the
+// child exits, when it writes, or at the next deadline (timeout, SIGKILL after the
+// grace period), never on a timer. Only a caller's `stop` flag, which cannot be
+// waited on, is looked at every 50 ms. The child's exit ends the wait even when a
+// process it left behind still holds the pipe: what is in the pipe then is kept.
 RunResult supervise(const Spawned& child, const RunOptions& options) {
   using Clock = std::chrono::steady_clock;
+  constexpr auto kStopCheck = std::chrono::milliseconds(50);
   RunResult result;
   const auto start = Clock::now();
   std::optional<Clock::time_point> kill_at;  // SIGKILL deadline once SIGTERM was sent
   const pid_t target = options.own_process_group ? -child.pid : child.pid;
   int fd = child.output_fd;
-  while (true) {
-    if (fd >= 0) {
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 20) > 0) {
-        char buffer[4096];
-        const ssize_t n = ::read(fd, buffer, sizeof buffer);
-        if (n > 0) {
-          result.output.append(buffer, static_cast<std::size_t>(n));
-          continue;  // drain before checking the child
-        }
-        if (n == 0) {
-          ::close(fd);
-          fd = -1;
-        }
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child.pid, 0));
+  if (pidfd < 0) {
+    throw ProcessError(fmt::format("cannot watch process {} (pidfd_open: {}); Linux 5.3 or newer is needed",
+                                   child.pid, std::strerror(errno)));
+  }
+  bool exited = false;
+  while (!exited) {
+    // The next moment something must be done without an event.
+    std::optional<Clock::time_point> wake = kill_at;
+    if (!kill_at && options.timeout) wake = start + *options.timeout;
+    if (!kill_at && options.stop != nullptr) {
+      const auto check = Clock::now() + kStopCheck;
+      wake = wake ? std::min(*wake, check) : check;
+    }
+    int wait_ms = -1;
+    if (wake) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(*wake - Clock::now()).count();
+      wait_ms = static_cast<int>(std::clamp<long long>(left, 0, 60'000));
+    }
+    pollfd fds[2] = {{pidfd, POLLIN, 0}, {fd, POLLIN, 0}};
+    const int ready = ::poll(fds, fd >= 0 ? 2 : 1, wait_ms);
+    if (ready < 0 && errno != EINTR) {
+      ::close(pidfd);
+      throw ProcessError(fmt::format("waiting for process {} failed: {}", child.pid, std::strerror(errno)));
+    }
+    if (ready > 0 && fd >= 0 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      char buffer[4096];
+      const ssize_t n = ::read(fd, buffer, sizeof buffer);
+      if (n > 0) {
+        result.output.append(buffer, static_cast<std::size_t>(n));
+      } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+        ::close(fd);
+        fd = -1;
       }
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
-    int status = 0;
-    const pid_t done = ::waitpid(child.pid, &status, WNOHANG);
-    if (done == child.pid) {
+    if (ready > 0 && (fds[0].revents & POLLIN) != 0) {
+      int status = 0;
+      while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
+      }
       result.exit_code = decode(status);
-      break;
-    }
-    if (done < 0 && errno != EINTR) {
-      result.exit_code = 1;
+      exited = true;
       break;
     }
     const auto now = Clock::now();
@@ -133,14 +169,12 @@ RunResult supervise(const Spawned& child, const RunOptions& options) {
       }
     } else if (now >= *kill_at) {
       ::kill(target, SIGKILL);
-      kill_at = now + std::chrono::hours(24);  // once
+      kill_at = now + std::chrono::hours(24);  // once; from now on only the exit wakes us
     }
   }
+  ::close(pidfd);
   if (fd >= 0) {
-    // Whatever the child wrote last.
-    char buffer[4096];
-    ssize_t n = 0;
-    while ((n = ::read(fd, buffer, sizeof buffer)) > 0) result.output.append(buffer, static_cast<std::size_t>(n));
+    drain_available(fd, result.output);  // whatever the child wrote last
     ::close(fd);
   }
   return result;

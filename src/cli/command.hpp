@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <string>
@@ -63,5 +64,19 @@ std::unique_ptr<Command> make_submit_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_queue_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_monitor_command(const GlobalOptions& globals);
 std::unique_ptr<Command> make_top_command(const GlobalOptions& globals);
+
+// The check for every numeric option: CLI::Range alone lets NaN through (each
+// comparison with NaN is false, so `--arrival-scale nan` once hung the simulator),
+// so this one also refuses nan and inf, naming the value and the range.
+inline CLI::Validator in_range(double min, double max) {
+  CLI::Validator finite(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        if (!CLI::detail::lexical_cast(text, value)) return {};  // not a number: the type check reports it
+        return std::isfinite(value) ? std::string{} : "'" + text + "' is not a finite number";
+      },
+      "FINITE");
+  return finite & CLI::Range(min, max);
+}
 
 }  // namespace apt::vgpu::cli

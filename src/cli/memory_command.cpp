@@ -27,21 +27,21 @@ class MemoryCommand final : public Command {
     replay_->add_option("--pool-size", pool_size_, "Pool size, e.g. 80GB (default: 1.05 x the trace's peak live bytes)");
     replay_->add_flag("--no-compaction", no_compaction_, "Replay without compaction (to see what it saves)");
     replay_->add_option("--fragmentation-threshold", threshold_, "Compact above this fragmentation (default 0.1)")
-        ->check(CLI::Range(0.0, 1.0));
+        ->check(in_range(0.0, 1.0));
     replay_->add_flag("--json", json_, "Print JSON");
     replay_->add_option("--backing", backing_,
                         "What backs the pool: none (bookkeeping only, the default), host (mmap), or cuda "
                         "(real GPU memory through the CUDA driver's virtual memory API)");
     generate_ = app_->add_subcommand("generate", "Write a synthetic transformer-training trace (vgpu-trace format)");
     generate_->add_option("-o,--output", output_, "Output file")->required();
-    generate_->add_option("--layers", trace_options_.layers, "Transformer layers (default 24)")->check(CLI::Range(1, 1000));
-    generate_->add_option("--hidden", trace_options_.hidden, "Hidden size (default 2048)")->check(CLI::Range(64, 65536));
-    generate_->add_option("--batch", trace_options_.batch, "Sequences per step (default 8)")->check(CLI::Range(1, 4096));
+    generate_->add_option("--layers", trace_options_.layers, "Transformer layers (default 24)")->check(in_range(1, 1000));
+    generate_->add_option("--hidden", trace_options_.hidden, "Hidden size (default 2048)")->check(in_range(64, 65536));
+    generate_->add_option("--batch", trace_options_.batch, "Sequences per step (default 8)")->check(in_range(1, 4096));
     generate_->add_option("--min-seq", trace_options_.min_sequence, "Shortest sequence (default 128)")
-        ->check(CLI::Range(64, 1 << 20));
+        ->check(in_range(64, 1 << 20));
     generate_->add_option("--max-seq", trace_options_.max_sequence, "Longest sequence (default 2048)")
-        ->check(CLI::Range(64, 1 << 20));
-    generate_->add_option("--steps", trace_options_.steps, "Training steps (default 40)")->check(CLI::Range(1, 100000));
+        ->check(in_range(64, 1 << 20));
+    generate_->add_option("--steps", trace_options_.steps, "Training steps (default 40)")->check(in_range(1, 100000));
     generate_->add_option("--seed", trace_options_.seed, "Random seed (default 1)");
   }
 

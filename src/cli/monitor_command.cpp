@@ -44,7 +44,7 @@ class MonitorCommand final : public Command {
     app_->add_flag("--json", json_, "Print one JSON sample per interval (with --count, that many; default 1)");
     app_->add_option("--listen", listen_, "Serve /metrics and /healthz on HOST:PORT (port 0: any free port)");
     app_->add_option("--interval", interval_, "Seconds between samples (default: the profile's monitoring.interval)")
-        ->check(CLI::Range(0.001, 3600.0));
+        ->check(in_range(0.001, 3600.0));
     app_->add_option("--metrics", metrics_, "Metric names (utilization, memory, temperature, power, clocks, pcie, "
                                             "bandwidth, processes), comma-separated; default: all")
         ->delimiter(',');
@@ -220,7 +220,7 @@ class TopCommand final : public Command {
   void attach(CLI::App& parent) override {
     app_ = parent.add_subcommand("top", "Live view of the GPUs, virtual GPUs and processes (bars, sparklines of "
                                         "recent utilization); q quits");
-    app_->add_option("--interval", interval_, "Seconds between refreshes (default 1)")->check(CLI::Range(0.05, 60.0));
+    app_->add_option("--interval", interval_, "Seconds between refreshes (default 1)")->check(in_range(0.05, 60.0));
     app_->add_option("--iterations", iterations_, "Draw this many frames and exit (0: until q)");
   }
 

@@ -29,8 +29,8 @@ class SimulateCommand final : public Command {
                     "scheduler's policies on a simulated cluster; reports JCT, queueing delay, makespan, allocation, "
                     "fragmentation and Jain's fairness, with whole-GPU allocation as the baseline");
     app_->add_option("--trace", trace_, "Trace file")->required()->check(CLI::ExistingFile);
-    app_->add_option("--nodes", nodes_, "Simulated nodes (default 125)")->check(CLI::Range(1, 100000));
-    app_->add_option("--gpus-per-node", gpus_per_node_, "GPUs per node (default 8)")->check(CLI::Range(1, 64));
+    app_->add_option("--nodes", nodes_, "Simulated nodes (default 125)")->check(in_range(1, 100000));
+    app_->add_option("--gpus-per-node", gpus_per_node_, "GPUs per node (default 8)")->check(in_range(1, 64));
     app_->add_option("--gpu-memory", gpu_memory_, "Memory per GPU (default 80GB)");
     app_->add_option("--policy", policies_,
                      "Policies to compare, comma-separated: fifo, priority, fair, adaptive, or all (default all)")
@@ -39,7 +39,7 @@ class SimulateCommand final : public Command {
         ->check(CLI::IsMember({"best_fit", "spread", "round_robin"}));
     app_->add_option("--arrival-scale", arrival_scale_,
                      "Multiply submit times by this (e.g. 0.05 = arrivals 20x denser, to raise the load; default 1)")
-        ->check(CLI::Range(1e-6, 1e6));
+        ->check(in_range(1e-6, 1e6));
     app_->add_flag("--preemption", preemption_, "Let the priority policy preempt lower-priority jobs");
     app_->add_flag("--no-baseline", no_baseline_, "Skip the whole-GPU-per-task baseline runs");
     app_->add_flag("--json", json_, "Print JSON");

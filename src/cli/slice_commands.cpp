@@ -34,7 +34,7 @@ struct SliceFlags {
     app.add_option("--gpu", gpu, "Physical GPU index (default: the profile's virtual_gpu.gpu, 0)");
     app.add_option("--memory", memory, "Memory limit, e.g. 20GB (SI) or 16GiB (binary); default: none");
     app.add_option("--compute", compute, "Compute share in (0, 1], e.g. 0.5; default: none")
-        ->check(CLI::Range(0.0, 1.0));
+        ->check(in_range(0.0, 1.0));
     app.add_option("--priority", priority, "Priority (higher first); default 0");
     app.add_option("--isolation", isolation, "none | intercept | mps (default: the profile's)")
         ->check(CLI::IsMember({"none", "intercept", "mps"}));

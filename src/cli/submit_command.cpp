@@ -139,7 +139,7 @@ class SubmitCommand final : public Command {
                     "command after -- (repeated with --count, '{i}' replaced by the index); prints a report; exit "
                     "code 0 when every task succeeded, 1 otherwise");
       app_->add_option("--watch", watch_seconds_, "Also print the queue and placements every SECONDS")
-          ->check(CLI::Range(0.05, 3600.0));
+          ->check(in_range(0.05, 3600.0));
     }
     app_->add_option("--file", file_, "Task file (YAML: tasks: [{command, memory, compute, priority, user, ...}])")
         ->check(CLI::ExistingFile);
@@ -147,14 +147,14 @@ class SubmitCommand final : public Command {
     app_->add_option("--placement", placement_, "best_fit | spread | round_robin (default: the profile's)");
     app_->add_flag("--preemption,!--no-preemption", preemption_, "Let higher-priority tasks preempt (default: the profile's)");
     app_->add_option("--max-vgpus", max_vgpus_, "Slices at once (default: the profile's max_virtual_gpus)")
-        ->check(CLI::Range(1, 4096));
+        ->check(in_range(1, 4096));
     app_->add_option("--memory", memory_, "Memory per task for the -- command, e.g. 8GB");
-    app_->add_option("--compute", compute_, "Compute share per task for the -- command")->check(CLI::Range(0.0, 1.0));
+    app_->add_option("--compute", compute_, "Compute share per task for the -- command")->check(in_range(0.0, 1.0));
     app_->add_option("--priority", priority_, "Priority of the -- command's tasks");
     app_->add_option("--user", user_, "Fair-share user of the -- command's tasks");
     app_->add_option("--retries", retries_, "Retries after a failure");
     app_->add_option("--timeout", timeout_, "Stop a task after this long, e.g. 90s, 5m");
-    app_->add_option("--count", count_, "Run the -- command this many times")->check(CLI::Range(1, 100000));
+    app_->add_option("--count", count_, "Run the -- command this many times")->check(in_range(1, 100000));
     app_->add_option("command", command_, "The command after --");
   }
 

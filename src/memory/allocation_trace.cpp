@@ -15,8 +15,19 @@ namespace {
 constexpr std::string_view kRmmHeader = "Thread,Time,Action,Pointer,Size,Stream";
 constexpr std::string_view kOurHeader = "# vgpu-trace v1";
 
+// No GPU comes near 1 PiB; a larger size is a corrupt trace, and accepting it
+// would only move the failure into the replay (a pool of 2^64 bytes, bad_alloc).
+constexpr std::uint64_t kMaxAllocation = std::uint64_t{1} << 50;
+
 [[noreturn]] void bad_line(const std::string& name, std::size_t line, const std::string& why) {
   throw InvalidArgument(fmt::format("{}:{}: {}", name, line, why));
+}
+
+void check_size(std::uint64_t size, const std::string& name, std::size_t line) {
+  if (size > kMaxAllocation) {
+    bad_line(name, line, fmt::format("size {} is larger than 1 PiB ({}); no GPU holds that, so the trace is corrupt",
+                                     size, kMaxAllocation));
+  }
 }
 
 std::uint64_t number(std::string_view text, int base, const std::string& name, std::size_t line, const char* what) {
@@ -62,7 +73,10 @@ std::vector<TraceEvent> parse_rmm(std::istream& in, const std::string& name) {
     const std::uint64_t pointer = number(trim(fields[3]), 16, name, line, "Pointer");
     if (action == "allocate") {
       const std::uint64_t size = number(trim(fields[4]), 10, name, line, "Size");
-      live[pointer] = next_id;
+      check_size(size, name, line);
+      if (!live.emplace(pointer, next_id).second) {
+        bad_line(name, line, fmt::format("pointer {} is allocated again without a free in between", trim(fields[3])));
+      }
       events.push_back({TraceEvent::Kind::allocate, next_id++, size});
     } else if (action == "free") {
       auto it = live.find(pointer);
@@ -91,6 +105,7 @@ std::vector<TraceEvent> parse_ours(std::istream& in, const std::string& name) {
       const std::uint64_t id = number(fields[1], 10, name, line, "id");
       const std::uint64_t size = number(fields[2], 10, name, line, "size");
       if (size == 0) bad_line(name, line, "allocation of 0 bytes");
+      check_size(size, name, line);
       if (!live.emplace(id, true).second) bad_line(name, line, fmt::format("block {} is allocated twice", id));
       events.push_back({TraceEvent::Kind::allocate, id, size});
     } else if (fields[0] == "f" && fields.size() == 2) {
@@ -230,6 +245,9 @@ std::uint64_t peak_live_bytes(const std::vector<TraceEvent>& events) {
   for (const TraceEvent& e : events) {
     if (e.kind == TraceEvent::Kind::allocate) {
       sizes[e.id] = e.size;
+      if (live > UINT64_MAX - e.size) {
+        throw InvalidArgument("trace: more than 2^64 bytes would be live at once; the trace is corrupt");
+      }
       live += e.size;
       peak = std::max(peak, live);
     } else if (auto it = sizes.find(e.id); it != sizes.end()) {

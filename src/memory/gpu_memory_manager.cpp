@@ -7,6 +7,8 @@
 #include <bit>
 #include <deque>
 #include <fmt/format.h>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <unordered_map>
@@ -20,6 +22,51 @@ using BlockId = TlsfArena::BlockId;
 constexpr std::uint32_t kNoSlot = UINT32_MAX;
 
 std::atomic<std::uint32_t> g_next_manager_id{1};
+
+}  // namespace
+
+namespace {
+
+// Per-chunk state of the lazy backing, in pages allocated on first touch: a pool
+// of 40 TB in 2 MiB chunks is 19 million chunks, which an eager array would spend
+// ~250 MB describing before a single allocation; untouched pages cost one pointer.
+class ChunkTable {
+ public:
+  struct Chunk {
+    std::uint32_t refs = 0;   // live blocks on the chunk
+    bool committed = false;   // backed by memory now
+    std::chrono::steady_clock::time_point empty_since{};
+  };
+
+  explicit ChunkTable(std::uint64_t count) : count_(count), pages_((count + kPageSize - 1) / kPageSize) {}
+
+  [[nodiscard]] std::uint64_t size() const noexcept { return count_; }
+  // The chunk's state, its page allocated on first touch.
+  Chunk& at(std::uint64_t chunk) {
+    auto& page = pages_[chunk / kPageSize];
+    if (!page) page = std::make_unique<Chunk[]>(kPageSize);
+    return page[chunk % kPageSize];
+  }
+  // The chunk's state, or an empty one when its page was never touched.
+  [[nodiscard]] const Chunk& peek(std::uint64_t chunk) const {
+    static const Chunk kUntouched{};
+    const auto& page = pages_[chunk / kPageSize];
+    return page ? page[chunk % kPageSize] : kUntouched;
+  }
+  // Calls f(index, chunk) for every chunk on a touched page.
+  template <class F>
+  void for_each_touched(F&& f) const {
+    for (std::uint64_t p = 0; p < pages_.size(); ++p) {
+      if (!pages_[p]) continue;
+      for (std::uint64_t i = 0; i < kPageSize && p * kPageSize + i < count_; ++i) f(p * kPageSize + i, pages_[p][i]);
+    }
+  }
+
+ private:
+  static constexpr std::uint64_t kPageSize = 4096;
+  std::uint64_t count_;
+  std::vector<std::unique_ptr<Chunk[]>> pages_;
+};
 
 }  // namespace
 
@@ -65,10 +112,8 @@ struct GPUMemoryManager::Impl {
   // Lazy backing: live blocks per chunk, and which chunks are committed.
   std::uint64_t chunk = 0;
   int chunk_shift = 0;
-  std::vector<std::uint32_t> chunk_refs;
-  std::vector<std::uint8_t> committed;
-  std::vector<Clock::time_point> empty_since;
-  std::deque<std::uint32_t> empty_queue;  // chunks that became empty, oldest first (may hold stale entries)
+  ChunkTable chunks{0};
+  std::deque<std::uint64_t> empty_queue;  // chunks that became empty, oldest first (may hold stale entries)
   std::uint64_t committed_chunks = 0;
   Clock::time_point last_gc = Clock::now();
 
@@ -83,9 +128,7 @@ struct GPUMemoryManager::Impl {
     chunk = backing->chunk_size();
     chunk_shift = std::countr_zero(chunk);
     const std::uint64_t n = (arena.capacity() + chunk - 1) >> chunk_shift;
-    chunk_refs.assign(n, 0);
-    committed.assign(n, 0);
-    empty_since.assign(n, Clock::time_point{});
+    chunks = ChunkTable(n);
     if (!options.lazy) commit_run(0, n);
   }
 
@@ -141,7 +184,7 @@ struct GPUMemoryManager::Impl {
   // ---- lazy backing ----
   void commit_run(std::uint64_t first, std::uint64_t count) {
     backing->commit(first << chunk_shift, count << chunk_shift);
-    for (std::uint64_t c = first; c < first + count; ++c) committed[c] = 1;
+    for (std::uint64_t c = first; c < first + count; ++c) chunks.at(c).committed = true;
     committed_chunks += count;
     stats.chunks_committed += count;
   }
@@ -152,7 +195,7 @@ struct GPUMemoryManager::Impl {
     std::uint64_t run_start = 0;
     std::uint64_t run = 0;
     for (std::uint64_t c = first; c <= last; ++c) {
-      if (committed[c] == 0) {
+      if (!chunks.peek(c).committed) {
         if (run == 0) run_start = c;
         ++run;
       } else if (run != 0) {
@@ -161,16 +204,17 @@ struct GPUMemoryManager::Impl {
       }
     }
     if (run != 0) commit_run(run_start, run);
-    for (std::uint64_t c = first; c <= last; ++c) ++chunk_refs[c];
+    for (std::uint64_t c = first; c <= last; ++c) ++chunks.at(c).refs;
     note_peaks();
   }
   void unplace(std::uint64_t offset, std::uint64_t size) {
     const std::uint64_t first = offset >> chunk_shift;
     const std::uint64_t last = (offset + size - 1) >> chunk_shift;
     for (std::uint64_t c = first; c <= last; ++c) {
-      if (--chunk_refs[c] == 0) {
-        empty_since[c] = Clock::now();
-        empty_queue.push_back(static_cast<std::uint32_t>(c));
+      ChunkTable::Chunk& state = chunks.at(c);
+      if (--state.refs == 0) {
+        state.empty_since = Clock::now();
+        empty_queue.push_back(c);
       }
     }
   }
@@ -183,15 +227,16 @@ struct GPUMemoryManager::Impl {
     }
     std::uint64_t released = 0;
     while (!empty_queue.empty()) {
-      const std::uint32_t c = empty_queue.front();
-      if (chunk_refs[c] != 0 || committed[c] == 0) {  // reused or already released: stale entry
+      const std::uint64_t c = empty_queue.front();
+      ChunkTable::Chunk& state = chunks.at(c);
+      if (state.refs != 0 || !state.committed) {  // reused or already released: stale entry
         empty_queue.pop_front();
         continue;
       }
-      if (now - empty_since[c] < idle) break;  // the queue is in time order
+      if (now - state.empty_since < idle) break;  // the queue is in time order
       empty_queue.pop_front();
-      backing->decommit(static_cast<std::uint64_t>(c) << chunk_shift, chunk);
-      committed[c] = 0;
+      backing->decommit(c << chunk_shift, chunk);
+      state.committed = false;
       --committed_chunks;
       ++stats.chunks_released;
       released += chunk;
@@ -301,6 +346,12 @@ namespace {
 
 MemoryManagerOptions validated(MemoryManagerOptions o) {
   if (o.pool_size == 0) throw InvalidArgument("pool_size: 0 bytes; give a size like 80GB");
+  // Far beyond any GPU; bigger pools would spend memory merely describing themselves.
+  constexpr std::uint64_t kLargestPool = std::uint64_t{1} << 54;
+  if (o.pool_size > kLargestPool) {
+    throw InvalidArgument(fmt::format("pool_size: {} is larger than the largest pool ({}, 16 PiB); give a GPU-sized pool",
+                                      format_size(o.pool_size), format_size(kLargestPool)));
+  }
   if (o.alignment == 0 || !std::has_single_bit(o.alignment)) {
     throw InvalidArgument(fmt::format("alignment: {} is not a power of two; use e.g. 256", o.alignment));
   }
@@ -540,7 +591,7 @@ void GPUMemoryManager::check_invariants() const {
   std::uint64_t spilled = 0;
   std::uint64_t evictable = 0;
   std::vector<std::uint64_t> usage(m.tenants.size(), 0);
-  std::vector<std::uint32_t> refs(m.chunk_refs.size(), 0);
+  std::map<std::uint64_t, std::uint32_t> refs;  // chunk -> live blocks on it, counted afresh
   for (std::uint32_t s = 0; s < m.slots.size(); ++s) {
     const Impl::Slot& slot = m.slots[s];
     if (!slot.live) continue;
@@ -558,7 +609,7 @@ void GPUMemoryManager::check_invariants() const {
     const std::uint64_t off = m.arena.offset(slot.block);
     for (std::uint64_t c = off >> m.chunk_shift; c <= (off + slot.size - 1) >> m.chunk_shift; ++c) {
       ++refs[c];
-      if (m.committed[c] == 0) throw std::logic_error("a live block lies on an uncommitted chunk");
+      if (!m.chunks.peek(c).committed) throw std::logic_error("a live block lies on an uncommitted chunk");
     }
   }
   if (resident != m.arena.used_bytes()) throw std::logic_error("resident blocks do not add up to the arena's used bytes");
@@ -567,7 +618,15 @@ void GPUMemoryManager::check_invariants() const {
   for (std::size_t t = 0; t < usage.size(); ++t) {
     if (usage[t] != m.tenants[t].usage) throw std::logic_error(fmt::format("tenant '{}' usage is wrong", m.tenants[t].name));
   }
-  if (refs != m.chunk_refs) throw std::logic_error("chunk reference counts are wrong");
+  bool refs_agree = true;
+  m.chunks.for_each_touched([&](std::uint64_t c, const ChunkTable::Chunk& state) {
+    const auto it = refs.find(c);
+    if (state.refs != (it == refs.end() ? 0U : it->second)) refs_agree = false;
+  });
+  for (const auto& [c, count] : refs) {
+    if (m.chunks.peek(c).refs != count) refs_agree = false;
+  }
+  if (!refs_agree) throw std::logic_error("chunk reference counts are wrong");
 }
 
 }  // namespace apt::vgpu::memory

@@ -1,5 +1,8 @@
+#include <apt/vgpu/common/error.hpp>
 #include <apt/vgpu/memory/gpu_memory_manager.hpp>
 #include <apt/vgpu/memory/trace_replay.hpp>
+
+#include <fmt/format.h>
 
 #include <chrono>
 #include <unordered_map>
@@ -11,7 +14,14 @@ ReplayReport replay(const std::vector<TraceEvent>& events, const ReplayOptions& 
   constexpr std::uint64_t kChunk = 2ULL << 20U;
   std::uint64_t pool = options.pool_size;
   if (pool == 0) {
-    pool = peak_live_bytes(events) / 100 * 105;
+    // GPUMemoryManager's largest pool (16 PiB): past it, say so here with the trace's peak.
+    constexpr std::uint64_t kLargestPool = std::uint64_t{1} << 54;
+    const std::uint64_t peak = peak_live_bytes(events);
+    if (peak > kLargestPool) {
+      throw InvalidArgument(fmt::format("trace: {} bytes live at its peak; a replay pool holds at most {}; "
+                                        "give --pool-size or a smaller trace", peak, kLargestPool));
+    }
+    pool = peak / 100 * 105;
     pool = (pool + kChunk - 1) / kChunk * kChunk;
     if (pool == 0) pool = kChunk;
   }

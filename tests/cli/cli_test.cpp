@@ -271,6 +271,16 @@ TEST(Cli, SimulateComparesPoliciesAndTheWholeGpuBaseline) {
   r = vgpu("simulate --trace " + csv.string() + " --policy lottery");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("'lottery' is not a policy"), std::string::npos) << r.err;
+  // NaN passes a plain range check (every comparison with it is false); it once hung the simulator.
+  for (const char* scale : {"nan", "inf", "1e999", "-nan"}) {
+    r = vgpu("simulate --trace " + csv.string() + " --arrival-scale " + scale);
+    EXPECT_EQ(r.exit_code, 2) << scale;
+    EXPECT_NE(r.err.find("--arrival-scale"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("is not a finite number"), std::string::npos) << r.err;
+  }
+  r = vgpu("run --compute nan -- true");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--compute: 'nan' is not a finite number"), std::string::npos) << r.err;
   std::filesystem::remove(csv);
 }
 

@@ -57,6 +57,33 @@ TEST(AllocationTrace, BadTracesNameFileAndLine) {
   EXPECT_NE(error_of("# vgpu-trace v1\na 1 10\na 1 10\n").find("t.txt:3: block 1 is allocated twice"), std::string::npos);
   EXPECT_NE(error_of("Thread,Time,Action,Pointer,Size,Stream\n1,1,free,0x10,5,0\n").find("t.txt:2"), std::string::npos);
   EXPECT_NE(error_of("").find("empty trace"), std::string::npos);
+  // One pointer allocated twice without a free: RMM never logs that; the trace is corrupt.
+  EXPECT_NE(error_of("Thread,Time,Action,Pointer,Size,Stream\n1,1,allocate,0x10,5,0\n1,2,allocate,0x10,8,0\n")
+                .find("t.txt:3: pointer 0x10 is allocated again without a free in between"),
+            std::string::npos);
+  // Sizes no GPU holds (2^64-1 once became a 2^64-byte pool and bad_alloc).
+  EXPECT_NE(error_of("# vgpu-trace v1\na 1 18446744073709551615\n").find("t.txt:2: size 18446744073709551615 is larger than 1 PiB"),
+            std::string::npos);
+  EXPECT_NE(error_of("Thread,Time,Action,Pointer,Size,Stream\n1,1,allocate,0x10,1125899906842625,0\n").find("t.txt:2"),
+            std::string::npos);
+}
+
+TEST(TraceReplay, ATraceTooLargeForAnyPoolIsAnErrorNotBadAlloc) {
+  // 20 live blocks of 1 PiB: each is legal, together they exceed the largest pool (16 PiB).
+  std::vector<TraceEvent> events;
+  for (std::uint64_t i = 0; i < 20; ++i) events.push_back({TraceEvent::Kind::allocate, i, std::uint64_t{1} << 50});
+  try {
+    (void)replay(events, {});
+    FAIL() << "replayed";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("give --pool-size or a smaller trace"), std::string::npos) << e.what();
+  }
+  ReplayOptions too_big;
+  too_big.pool_size = UINT64_MAX;
+  EXPECT_THROW((void)replay(events, too_big), InvalidArgument);
+  // Enough of them to overflow a 64-bit count of live bytes.
+  for (std::uint64_t i = 20; i < 20000; ++i) events.push_back({TraceEvent::Kind::allocate, i, std::uint64_t{1} << 50});
+  EXPECT_THROW((void)peak_live_bytes(events), InvalidArgument);
 }
 
 TEST(TransformerTrace, IsDeterministicAndBalanced) {

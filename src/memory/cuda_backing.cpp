@@ -67,18 +67,27 @@ class CudaBacking final : public Backing {
   }
     VGPU_CUDA_VMM_FUNCTIONS(VGPU_RESOLVE)
 #undef VGPU_RESOLVE
-    check(init(0), "cuInit");
-    check(device_get(&device_, device), "cuDeviceGet");
-    check(primary_retain(&context_, device_), "cuDevicePrimaryCtxRetain");
-    check(ctx_set_current(context_), "cuCtxSetCurrent");
-    prop_.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-    prop_.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-    prop_.location.id = device_;
-    std::size_t recommended = 0;
-    check(granularity(&recommended, &prop_, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED), "cuMemGetAllocationGranularity");
-    chunk_ = std::max<std::uint64_t>(recommended, 2ULL << 20U);
-    length_ = (capacity + chunk_ - 1) / chunk_ * chunk_;
-    check(address_reserve(&base_, length_, chunk_, 0, 0), "cuMemAddressReserve");
+    // A failure past this point must give back what was taken (a destructor does not
+    // run for a constructor that throws): the primary context and the library.
+    try {
+      check(init(0), "cuInit");
+      check(device_get(&device_, device), "cuDeviceGet");
+      check(primary_retain(&context_, device_), "cuDevicePrimaryCtxRetain");
+      retained_ = true;
+      check(ctx_set_current(context_), "cuCtxSetCurrent");
+      prop_.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+      prop_.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+      prop_.location.id = device_;
+      std::size_t recommended = 0;
+      check(granularity(&recommended, &prop_, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED), "cuMemGetAllocationGranularity");
+      chunk_ = std::max<std::uint64_t>(recommended, 2ULL << 20U);
+      length_ = (capacity + chunk_ - 1) / chunk_ * chunk_;
+      check(address_reserve(&base_, length_, chunk_, 0, 0), "cuMemAddressReserve");
+    } catch (...) {
+      if (retained_) (void)primary_release(device_);
+      ::dlclose(library_);
+      throw;
+    }
   }
 
   ~CudaBacking() override {
@@ -97,20 +106,32 @@ class CudaBacking final : public Backing {
   std::uintptr_t base() const noexcept override { return static_cast<std::uintptr_t>(base_); }
   bool holds_data() const noexcept override { return true; }
 
+  // All or nothing: when a chunk cannot be created, mapped or opened for access,
+  // the chunks this call already mapped are unmapped and released again.
   void commit(std::uint64_t offset, std::uint64_t length) override {
     check(ctx_set_current(context_), "cuCtxSetCurrent");
     CUmemAccessDesc access{};
     access.location = prop_.location;
     access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-    for (std::uint64_t at = offset; at < offset + length; at += chunk_) {
-      CUmemGenericAllocationHandle handle = 0;
-      check(create(&handle, chunk_, &prop_, 0), "cuMemCreate");
-      if (CUresult rc = map(base_ + at, chunk_, 0, handle, 0); rc != CUDA_SUCCESS) {
-        (void)release(handle);
-        check(rc, "cuMemMap");
+    std::uint64_t at = offset;
+    try {
+      for (; at < offset + length; at += chunk_) {
+        CUmemGenericAllocationHandle handle = 0;
+        check(create(&handle, chunk_, &prop_, 0), "cuMemCreate");
+        if (CUresult rc = map(base_ + at, chunk_, 0, handle, 0); rc != CUDA_SUCCESS) {
+          (void)release(handle);
+          check(rc, "cuMemMap");
+        }
+        if (CUresult rc = set_access(base_ + at, chunk_, &access, 1); rc != CUDA_SUCCESS) {
+          (void)unmap(base_ + at, chunk_);
+          (void)release(handle);
+          check(rc, "cuMemSetAccess");
+        }
+        chunks_[at] = handle;
       }
-      check(set_access(base_ + at, chunk_, &access, 1), "cuMemSetAccess");
-      chunks_[at] = handle;
+    } catch (...) {
+      decommit(offset, at - offset);
+      throw;
     }
   }
 
@@ -172,6 +193,7 @@ class CudaBacking final : public Backing {
 #undef VGPU_MEMBER
   CUdevice device_ = 0;
   CUcontext context_ = nullptr;
+  bool retained_ = false;  // the primary context is ours to release
   CUmemAllocationProp prop_{};
   std::uint64_t chunk_ = 2ULL << 20U;
   std::uint64_t length_ = 0;

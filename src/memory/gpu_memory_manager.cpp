@@ -1,4 +1,5 @@
 #include <apt/vgpu/common/error.hpp>
+#include <apt/vgpu/common/log.hpp>
 #include <apt/vgpu/common/size.hpp>
 #include <apt/vgpu/memory/gpu_memory_manager.hpp>
 #include <apt/vgpu/memory/tlsf_arena.hpp>
@@ -189,21 +190,37 @@ struct GPUMemoryManager::Impl {
     stats.chunks_committed += count;
   }
   // Adds a reference to every chunk under [offset, offset + size), committing as needed.
+  // Strong guarantee: when the backing fails (cuMemCreate out of memory, mprotect
+  // ENOMEM) no reference is added, and chunks this call did commit are handed to
+  // the idle collector, so nothing stays committed for nobody.
   void place(std::uint64_t offset, std::uint64_t size) {
     const std::uint64_t first = offset >> chunk_shift;
     const std::uint64_t last = (offset + size - 1) >> chunk_shift;
     std::uint64_t run_start = 0;
     std::uint64_t run = 0;
-    for (std::uint64_t c = first; c <= last; ++c) {
-      if (!chunks.peek(c).committed) {
-        if (run == 0) run_start = c;
-        ++run;
-      } else if (run != 0) {
-        commit_run(run_start, run);
-        run = 0;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> done;  // runs committed by this call
+    try {
+      for (std::uint64_t c = first; c <= last; ++c) {
+        if (!chunks.peek(c).committed) {
+          if (run == 0) run_start = c;
+          ++run;
+        } else if (run != 0) {
+          commit_run(run_start, run);
+          done.emplace_back(run_start, run);
+          run = 0;
+        }
       }
+      if (run != 0) commit_run(run_start, run);
+    } catch (...) {
+      const auto now = Clock::now();
+      for (const auto& [start, count] : done) {
+        for (std::uint64_t c = start; c < start + count; ++c) {
+          chunks.at(c).empty_since = now;
+          empty_queue.push_back(c);
+        }
+      }
+      throw;
     }
-    if (run != 0) commit_run(run_start, run);
     for (std::uint64_t c = first; c <= last; ++c) ++chunks.at(c).refs;
     note_peaks();
   }
@@ -263,7 +280,12 @@ struct GPUMemoryManager::Impl {
       const std::uint64_t size = arena.size(b);
       const std::uint64_t to = arena.offset(arena.prev_block(b));
       place(to, size);  // the destination's chunks may have been released while empty
-      backing->move(to, from, size);
+      try {
+        backing->move(to, from, size);
+      } catch (...) {
+        unplace(to, size);  // nothing moved: the block stays where it was
+        throw;
+      }
       arena.slide_down(b);
       unplace(from, size);
       moved += size;
@@ -278,12 +300,15 @@ struct GPUMemoryManager::Impl {
   // ---- eviction ----
   void evict(std::uint32_t s) {
     Slot& slot = slots[s];
-    lru_remove(s);
     const std::uint64_t offset = arena.offset(slot.block);
+    // The contents first: if the host buffer or the copy fails, the block stays resident.
+    std::unique_ptr<std::byte[]> spill;
     if (backing->holds_data()) {
-      slot.spill = std::make_unique<std::byte[]>(slot.size);
-      backing->copy_to_host(slot.spill.get(), offset, slot.size);
+      spill = std::make_unique<std::byte[]>(slot.size);
+      backing->copy_to_host(spill.get(), offset, slot.size);
     }
+    slot.spill = std::move(spill);
+    lru_remove(s);
     unplace(offset, slot.size);
     arena.free(slot.block);
     slot.block = TlsfArena::kNoBlock;
@@ -311,12 +336,19 @@ struct GPUMemoryManager::Impl {
     return std::nullopt;
   }
 
+  // Gives slot `s` the arena block `b`: commits its chunks, then records it. When
+  // that fails the block goes back to the arena and the slot is unchanged.
   void attach(std::uint32_t s, BlockId b) {
-    if (block_owner.size() <= b) block_owner.resize(static_cast<std::size_t>(b) * 2 + 16, kNoSlot);
-    block_owner[b] = s;
     Slot& slot = slots[s];
+    try {
+      if (block_owner.size() <= b) block_owner.resize(static_cast<std::size_t>(b) * 2 + 16, kNoSlot);
+      place(arena.offset(b), slot.size);
+    } catch (...) {
+      arena.free(b);
+      throw;
+    }
+    block_owner[b] = s;
     slot.block = b;
-    place(arena.offset(b), slot.size);
     if (evictable_now(slot)) lru_push_front(s);
   }
 
@@ -331,7 +363,18 @@ struct GPUMemoryManager::Impl {
           tenants[slot.tenant].name, slot.size, arena.capacity(), arena.used_bytes(), false);
     }
     attach(s, *b);
-    if (slot.spill) backing->copy_from_host(arena.offset(*b), slot.spill.get(), slot.size);
+    if (slot.spill) {
+      try {
+        backing->copy_from_host(arena.offset(*b), slot.spill.get(), slot.size);
+      } catch (...) {  // the contents stay in the spill buffer; the block stays spilled
+        lru_remove(s);
+        unplace(arena.offset(*b), slot.size);
+        arena.free(*b);
+        block_owner[*b] = kNoSlot;
+        slot.block = TlsfArena::kNoBlock;
+        throw;
+      }
+    }
     slot.spill.reset();
     spilled -= slot.size;
     ++stats.restores;
@@ -380,6 +423,12 @@ MemoryManagerOptions MemoryManagerOptions::from_config(const config::MemorySecti
 GPUMemoryManager::GPUMemoryManager(const MemoryManagerOptions& options) {
   const MemoryManagerOptions o = validated(options);
   impl_ = std::make_unique<Impl>(o, make_backing(o.backing, o.pool_size, o.device));
+}
+
+GPUMemoryManager::GPUMemoryManager(const MemoryManagerOptions& options, std::unique_ptr<Backing> backing) {
+  if (!backing) throw InvalidArgument("backing: null; pass a Backing or use the constructor that makes one");
+  const MemoryManagerOptions o = validated(options);
+  impl_ = std::make_unique<Impl>(o, std::move(backing));
 }
 
 GPUMemoryManager::GPUMemoryManager(std::string_view pool_size, double fragmentation_threshold,
@@ -433,27 +482,42 @@ MemoryBlock GPUMemoryManager::allocate(std::uint64_t size, const AllocationOptio
                     format_size(m.arena.used_bytes() - m.evictable_bytes)),
         tenant.name, rounded, m.arena.capacity(), m.arena.used_bytes(), false);
   }
+  // A slot for the block (growing the table may throw; nothing is charged yet).
   std::uint32_t s = 0;
-  if (!m.spare_slots.empty()) {
-    s = m.spare_slots.back();
-    m.spare_slots.pop_back();
-  } else {
-    s = static_cast<std::uint32_t>(m.slots.size());
-    m.slots.emplace_back();
+  const bool reused = !m.spare_slots.empty();
+  try {
+    if (reused) {
+      s = m.spare_slots.back();
+    } else {
+      s = static_cast<std::uint32_t>(m.slots.size());
+      m.slots.emplace_back();
+    }
+  } catch (...) {
+    m.arena.free(*block);
+    throw;
   }
   Impl::Slot& slot = m.slots[s];
-  slot.live = true;
   slot.size = rounded;
-  slot.requested = size;
   slot.alignment = alignment;
-  slot.tenant = t;
   slot.evictable = options.evictable;
   slot.pinned_forever = options.pinned;
   slot.pins = 0;
+  try {
+    m.attach(s, *block);  // commits the memory; on failure the block is back in the arena
+  } catch (...) {
+    if (!reused) m.slots.pop_back();
+    ++m.stats.failed_allocations;
+    throw;
+  }
+  if (reused) m.spare_slots.pop_back();
+  // Only now, with the memory in place, is anything charged.
+  slot.live = true;
+  slot.requested = size;
+  slot.tenant = t;
   tenant.usage += rounded;
   m.requested += size;
   ++m.stats.allocations;
-  m.attach(s, *block);
+  m.note_peaks();  // again: place() ran before `requested` included this block
   return MemoryBlock{s, slot.generation, m.id};
 }
 
@@ -491,7 +555,11 @@ void GPUMemoryManager::free(MemoryBlock block) {
       m.freed_since_compaction >= m.last_compaction_moved &&
       m.arena.largest_free() < m.arena.capacity() / 8 &&
       m.arena.fragmentation() > m.options.fragmentation_threshold) {
-    m.compact_locked();
+    try {
+      m.compact_locked();
+    } catch (const std::exception& e) {  // the free itself is done; compaction is upkeep, retried later
+      log::warn(fmt::format("memory pool: compaction after a free failed ({}); blocks stay where they are", e.what()));
+    }
   }
   // Release chunks that have idled long enough.
   if (!m.empty_queue.empty() && Clock::now() - m.last_gc >= m.options.gc_idle) m.collect(m.options.gc_idle);

@@ -483,3 +483,159 @@ TEST(GPUMemoryManager, ConcurrentThreadsNeverLoseOrShareBlocks) {
 
 }  // namespace
 }  // namespace apt::vgpu::memory
+
+namespace apt::vgpu::memory {
+namespace {
+
+// A host backing that fails on demand: after `commits_before_failure` more
+// commits, or on the next move / copy out / copy in. It stands in for
+// cuMemCreate running out of memory or mprotect failing with ENOMEM.
+class FailingBacking final : public Backing {
+ public:
+  struct Switches {
+    int commits_before_failure = -1;  // -1: never fail
+    bool fail_move = false;
+    bool fail_copy_out = false;
+    bool fail_copy_in = false;
+  };
+  FailingBacking(std::uint64_t capacity, std::shared_ptr<Switches> switches)
+      : inner_(make_backing(BackingKind::host, capacity)), switches_(std::move(switches)) {}
+  BackingKind kind() const noexcept override { return inner_->kind(); }
+  std::uint64_t chunk_size() const noexcept override { return inner_->chunk_size(); }
+  std::uintptr_t base() const noexcept override { return inner_->base(); }
+  bool holds_data() const noexcept override { return true; }
+  void commit(std::uint64_t offset, std::uint64_t length) override {
+    if (switches_->commits_before_failure == 0) throw DeviceError("injected: commit failed (out of memory)");
+    if (switches_->commits_before_failure > 0) --switches_->commits_before_failure;
+    inner_->commit(offset, length);
+  }
+  void decommit(std::uint64_t offset, std::uint64_t length) override { inner_->decommit(offset, length); }
+  void move(std::uint64_t to, std::uint64_t from, std::uint64_t length) override {
+    if (switches_->fail_move) throw DeviceError("injected: move failed");
+    inner_->move(to, from, length);
+  }
+  void copy_to_host(void* host, std::uint64_t from, std::uint64_t length) override {
+    if (switches_->fail_copy_out) throw DeviceError("injected: copy to host failed");
+    inner_->copy_to_host(host, from, length);
+  }
+  void copy_from_host(std::uint64_t to, const void* host, std::uint64_t length) override {
+    if (switches_->fail_copy_in) throw DeviceError("injected: copy from host failed");
+    inner_->copy_from_host(to, host, length);
+  }
+
+ private:
+  std::unique_ptr<Backing> inner_;
+  std::shared_ptr<Switches> switches_;
+};
+
+
+struct FailingPool {
+  std::shared_ptr<FailingBacking::Switches> switches = std::make_shared<FailingBacking::Switches>();
+  std::unique_ptr<GPUMemoryManager> pool;
+  explicit FailingPool(std::uint64_t size, bool eviction = false) {
+    MemoryManagerOptions o;
+    o.pool_size = size;
+    o.compaction = false;
+    o.eviction = eviction;
+    o.gc_idle = std::chrono::hours(1);  // chunks are released only when a test asks
+    pool = std::make_unique<GPUMemoryManager>(o, std::make_unique<FailingBacking>(size, switches));
+  }
+};
+
+TEST(GPUMemoryManagerFailures, AFailedCommitChargesNothingAndLeaksNothing) {
+  FailingPool p(16 * kMiB);
+  AllocationOptions team;
+  team.tenant = "team";
+  p.pool->set_quota("team", 8 * kMiB);
+  p.switches->commits_before_failure = 0;
+  EXPECT_THROW((void)p.pool->allocate(4 * kMiB, team), DeviceError);
+  MemoryStats s = p.pool->get_stats();
+  EXPECT_EQ(s.used, 0U) << "the block went back to the arena";
+  EXPECT_EQ(s.requested, 0U);
+  EXPECT_EQ(s.allocations, 0U);
+  EXPECT_EQ(s.failed_allocations, 1U);
+  EXPECT_EQ(p.pool->tenant_usage("team"), 0U) << "the quota was not charged";
+  p.pool->check_invariants();
+  // With the driver healthy again, the whole quota and pool are there.
+  p.switches->commits_before_failure = -1;
+  const MemoryBlock b = p.pool->allocate(8 * kMiB, team);
+  EXPECT_EQ(p.pool->tenant_usage("team"), 8 * kMiB);
+  p.pool->free(b);
+  p.pool->check_invariants();
+}
+
+TEST(GPUMemoryManagerFailures, ChunksCommittedBeforeTheFailureAreReleasedLater) {
+  FailingPool p(16 * kMiB);
+  // Chunk 1 stays committed (empty); chunks 0 and 2 are released.
+  const MemoryBlock a = p.pool->allocate(2 * kMiB);
+  const MemoryBlock b = p.pool->allocate(2 * kMiB);
+  const MemoryBlock c = p.pool->allocate(2 * kMiB);
+  p.pool->free(a);
+  p.pool->free(c);
+  (void)p.pool->collect_garbage(std::chrono::milliseconds(0));
+  p.pool->free(b);
+  ASSERT_EQ(p.pool->get_stats().reserved, 2 * kMiB);
+  // 6 MiB over chunks 0..2: chunk 0 is committed, then committing chunk 2 fails.
+  p.switches->commits_before_failure = 1;
+  EXPECT_THROW((void)p.pool->allocate(6 * kMiB), DeviceError);
+  p.pool->check_invariants();
+  p.switches->commits_before_failure = -1;
+  (void)p.pool->collect_garbage(std::chrono::milliseconds(0));
+  EXPECT_EQ(p.pool->get_stats().reserved, 0U) << "chunk 0, committed for the failed allocation, was collected";
+}
+
+TEST(GPUMemoryManagerFailures, AFailedEvictionCopyLeavesTheBlockResident) {
+  FailingPool p(8 * kMiB, /*eviction=*/true);
+  AllocationOptions lru;
+  lru.evictable = true;
+  const MemoryBlock old_block = p.pool->allocate(6 * kMiB, lru);
+  p.switches->fail_copy_out = true;
+  EXPECT_THROW((void)p.pool->allocate(6 * kMiB), DeviceError);
+  EXPECT_TRUE(p.pool->resident(old_block)) << "not evicted: its contents could not be saved";
+  EXPECT_EQ(p.pool->get_stats().used, 6 * kMiB);
+  p.pool->check_invariants();
+  p.switches->fail_copy_out = false;
+  const MemoryBlock fresh = p.pool->allocate(6 * kMiB);  // now it is evicted
+  EXPECT_FALSE(p.pool->resident(old_block));
+  p.pool->free(fresh);
+  // Restoring it fails on the copy back: it stays spilled, with its contents, and a later try works.
+  p.switches->fail_copy_in = true;
+  EXPECT_THROW((void)p.pool->address(old_block), DeviceError);
+  EXPECT_FALSE(p.pool->resident(old_block));
+  p.pool->check_invariants();
+  p.switches->fail_copy_in = false;
+  EXPECT_NE(p.pool->address(old_block), 0U);
+  EXPECT_TRUE(p.pool->resident(old_block));
+  p.pool->free(old_block);
+  p.pool->check_invariants();
+}
+
+TEST(GPUMemoryManagerFailures, AFailedCompactionMoveKeepsEveryBlockWhereItWas) {
+  MemoryManagerOptions o;
+  o.pool_size = 8 * kMiB;
+  o.compaction = true;
+  o.eviction = false;
+  auto switches = std::make_shared<FailingBacking::Switches>();
+  GPUMemoryManager pool(o, std::make_unique<FailingBacking>(o.pool_size, switches));
+  const MemoryBlock a = pool.allocate(2 * kMiB);
+  const MemoryBlock b = pool.allocate(2 * kMiB);
+  const MemoryBlock c = pool.allocate(2 * kMiB);
+  const MemoryBlock tail = pool.allocate(2 * kMiB);
+  pool.free(a);  // holes at 0..2 and 4..6 MiB: 4 MiB free in 2 MiB pieces, so 4 MiB needs a compaction
+  pool.free(c);
+  switches->fail_move = true;
+  const std::uintptr_t where = pool.address(b);
+  EXPECT_THROW((void)pool.allocate(4 * kMiB), DeviceError);
+  EXPECT_EQ(pool.address(b), where) << "the block did not move";
+  pool.check_invariants();
+  switches->fail_move = false;
+  const MemoryBlock d = pool.allocate(4 * kMiB);
+  EXPECT_NE(pool.address(b), where) << "compacted this time";
+  pool.free(d);
+  pool.free(b);
+  pool.free(tail);
+  pool.check_invariants();
+}
+
+}  // namespace
+}  // namespace apt::vgpu::memory

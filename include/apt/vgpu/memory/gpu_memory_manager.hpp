@@ -64,6 +64,10 @@ class PinnedBlock;
 class GPUMemoryManager {
  public:
   explicit GPUMemoryManager(const MemoryManagerOptions& options);
+  // Over a backing of the caller's (options.backing is then ignored): memory an
+  // embedder manages itself, or a backing that fails on demand in tests. Its
+  // capacity must cover options.pool_size rounded up to its chunk size.
+  GPUMemoryManager(const MemoryManagerOptions& options, std::unique_ptr<Backing> backing);
   // The seed's GPUMemoryManager(pool_size='80GB', fragmentation_threshold=0.1).
   GPUMemoryManager(std::string_view pool_size, double fragmentation_threshold = 0.1,
                    MemoryManagerOptions options = {});

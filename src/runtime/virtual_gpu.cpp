@@ -304,23 +304,30 @@ RunResult VirtualGPU::run(const std::vector<std::string>& argv, const RunOptions
   std::shared_ptr<MpsDaemon> mps;
   if (impl_->options.isolation == config::Isolation::mps) mps = impl_->node->mps_daemon(gpu_id());
   const detail::Spawned child = detail::spawn(argv, env, options.capture_output, options.own_process_group);
+  detail::ChildGuard guard(child);  // a throw before the wait kills and reaps the child
   if (options.on_start) options.on_start(child.pid);
   const std::uint32_t gpu = gpu_id();
   auto* sim = impl_->node->backend().simulator();
-  if (sim != nullptr) sim->add_process(gpu, child.pid, std::filesystem::path(argv.front()).filename().string(), 0);
-  impl_->track_process(child.pid, true);
-  impl_->set_active(+1);
+  // Undoes, in reverse, whichever of the three steps below happened.
   struct Finally {
     VirtualGPU::Impl& impl;
     device::SimBackend* sim;
     std::uint32_t gpu;
     pid_t pid;
+    int steps = 0;
     ~Finally() {
-      impl.set_active(-1);
-      impl.track_process(pid, false);
-      if (sim != nullptr) sim->remove_process(gpu, pid);
+      if (steps >= 3) impl.set_active(-1);
+      if (steps >= 2) impl.track_process(pid, false);
+      if (steps >= 1 && sim != nullptr) sim->remove_process(gpu, pid);
     }
   } finally{*impl_, sim, gpu, child.pid};
+  if (sim != nullptr) sim->add_process(gpu, child.pid, std::filesystem::path(argv.front()).filename().string(), 0);
+  finally.steps = 1;
+  impl_->track_process(child.pid, true);
+  finally.steps = 2;
+  impl_->set_active(+1);
+  finally.steps = 3;
+  guard.release();
   const bool supervised = options.capture_output || options.timeout || options.stop != nullptr;
   if (!supervised) return RunResult{detail::wait_for(child.pid), {}, false, false};
   return detail::supervise(child, options);

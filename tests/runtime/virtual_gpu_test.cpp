@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -244,6 +245,26 @@ TEST(VirtualGPU, ACapturedRunEndsWithTheChildNotWithWhatItLeftBehind) {
   EXPECT_EQ(::kill(straggler, 0), 0) << "the run returned while the background process still ran";
   ::kill(straggler, SIGKILL);
   std::filesystem::remove(pid_file);
+}
+
+TEST(VirtualGPU, AChildIsKilledAndReapedWhenOnStartThrows) {
+  auto node = sim_node();
+  VirtualGPU v(slice(0, 1 * kGB), node);
+  for (bool capture : {false, true}) {
+    pid_t started = -1;
+    RunOptions o;
+    o.capture_output = capture;
+    o.on_start = [&started](pid_t pid) {
+      started = pid;
+      throw std::runtime_error("bookkeeping failed");
+    };
+    EXPECT_THROW((void)v.run({"sleep", "300"}, o), std::runtime_error);
+    ASSERT_GT(started, 0);
+    errno = 0;
+    EXPECT_EQ(::kill(started, 0), -1) << "the child still exists (running, or a zombie nobody reaped)";
+    EXPECT_EQ(errno, ESRCH);
+    EXPECT_TRUE(node->backend().processes(0).empty()) << "the simulated GPU does not keep the child";
+  }
 }
 
 TEST(VirtualGPU, RunningChildShowsAsAProcessOnTheSimulatedGpu) {

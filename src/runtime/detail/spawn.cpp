@@ -81,6 +81,15 @@ int decode(int status) {
 
 }  // namespace
 
+ChildGuard::~ChildGuard() {
+  if (!armed_) return;
+  ::kill(child_.pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(child_.pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (child_.output_fd >= 0) ::close(child_.output_fd);
+}
+
 int wait_for(pid_t pid) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {

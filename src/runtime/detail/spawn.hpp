@@ -21,6 +21,23 @@ struct Spawned {
 [[nodiscard]] Spawned spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& overrides,
                             bool capture_output = false, bool own_process_group = false);
 
+// Owns a started child until the code that waits for it takes over: if anything
+// throws in between (a caller's on_start, bookkeeping), the destructor kills and
+// reaps the child and closes its output pipe, so no child runs unowned.
+class ChildGuard {
+ public:
+  explicit ChildGuard(const Spawned& child) : child_(child) {}
+  ~ChildGuard();
+  ChildGuard(const ChildGuard&) = delete;
+  ChildGuard& operator=(const ChildGuard&) = delete;
+  // The waiting code owns the child from here on.
+  void release() noexcept { armed_ = false; }
+
+ private:
+  Spawned child_;
+  bool armed_ = true;
+};
+
 // Waits for `pid`; returns its exit code, or 128 + signal when killed.
 [[nodiscard]] int wait_for(pid_t pid);
 

@@ -96,6 +96,8 @@ struct GPUScheduler::Impl final : SchedulingContext {
   std::unique_ptr<QueuePolicy> policy;
   std::unordered_map<TaskId, std::shared_ptr<Task>> tasks;
   std::unordered_map<TaskId, RunningTask> running_tasks;
+  std::deque<TaskId> finished;  // ids of finished tasks still kept, oldest first
+  std::uint64_t forgotten = 0;  // finished tasks erased by forget_old_finished()
   TaskId next_id = 1;
   std::uint64_t next_sequence = 0;
   std::uint32_t cursor = 0;
@@ -510,11 +512,27 @@ struct GPUScheduler::Impl final : SchedulingContext {
     wake_timer_ = true;
   }
 
-  static void conclude(Task& t, TaskState state, std::exception_ptr error, std::string text) {
+  void conclude(Task& t, TaskState state, std::exception_ptr error, std::string text) {
     t.state = state;
     t.error = std::move(error);
     t.error_text = std::move(text);
     t.function = nullptr;  // release captured state early
+    finished.push_back(t.id);
+    forget_old_finished();
+  }
+
+  // Keeps the last options.finished_history finished tasks; older ones are erased
+  // (their results and output with them) unless a thread is waiting on them now.
+  void forget_old_finished() {
+    if (shutting_down) return;  // shutdown concludes tasks while it walks `tasks`
+    while (finished.size() > options.finished_history) {
+      const TaskId id = finished.front();
+      auto it = tasks.find(id);
+      if (it != tasks.end() && it->second->waiters > 0) break;  // erased after its waiter returns
+      finished.pop_front();
+      if (it != tasks.end()) tasks.erase(it);
+      ++forgotten;
+    }
   }
 
   // ---- timer: retry backoffs and callable timeouts ----
@@ -564,7 +582,15 @@ struct GPUScheduler::Impl final : SchedulingContext {
 
   Task& find(TaskId id) const {
     auto it = tasks.find(id);
-    if (it == tasks.end()) throw InvalidArgument(fmt::format("task: there is no task {} in this scheduler", id));
+    if (it == tasks.end()) {
+      if (id > 0 && id < next_id) {
+        throw InvalidArgument(fmt::format("task: task {} finished and was forgotten: the scheduler keeps the last {} "
+                                          "finished tasks (SchedulerOptions::finished_history); wait for tasks "
+                                          "sooner or keep more",
+                                          id, options.finished_history));
+      }
+      throw InvalidArgument(fmt::format("task: there is no task {} in this scheduler", id));
+    }
     return *it->second;
   }
 
@@ -675,6 +701,9 @@ GPUScheduler::GPUScheduler(std::uint32_t num_physical_gpus, std::uint32_t max_vi
                            std::string_view scheduling_policy, SchedulerOptions options) {
   if (num_physical_gpus == 0) throw InvalidArgument("num_physical_gpus: 0; a scheduler needs at least one GPU");
   if (max_virtual_gpus == 0) throw InvalidArgument("max_virtual_gpus: 0; allow at least one slice");
+  if (options.finished_history == 0) {
+    throw InvalidArgument("finished_history: 0; keep at least one finished task so that wait_for_task can return it");
+  }
   (void)make_queue_policy(scheduling_policy);  // validate the name before starting anything
   std::shared_ptr<runtime::Node> node =
       options.node ? options.node : default_scheduler_node(num_physical_gpus, max_virtual_gpus);
@@ -730,8 +759,13 @@ std::any GPUScheduler::wait_for_task(TaskId id) {
   ++t.waiters;
   m.done_cv.wait(lock, [&] { return is_terminal(t.state); });
   --t.waiters;
-  if (t.state == TaskState::succeeded) return t.result;
-  std::rethrow_exception(t.error);
+  // Copies: forgetting old tasks may erase `t` now that nobody waits on it.
+  const bool succeeded = t.state == TaskState::succeeded;
+  std::any result = succeeded ? t.result : std::any{};
+  const std::exception_ptr error = t.error;
+  m.forget_old_finished();
+  if (succeeded) return result;
+  std::rethrow_exception(error);
 }
 
 std::vector<std::any> GPUScheduler::wait_all(const std::vector<TaskId>& ids) {
@@ -756,7 +790,7 @@ bool GPUScheduler::cancel(TaskId id) {
   Task& t = m.find(id);
   if (t.state == TaskState::queued) {
     m.policy->erase(id);
-    Impl::conclude(t, TaskState::cancelled,
+    m.conclude(t, TaskState::cancelled,
                    std::make_exception_ptr(TaskError(TaskError::Reason::cancelled, fmt::format("{} was cancelled", t.name))),
                    "cancelled while queued");
     lock.unlock();

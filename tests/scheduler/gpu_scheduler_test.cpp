@@ -118,6 +118,27 @@ TEST(GPUScheduler, ARefusedLeaseRefreshesTheViewAndTheRetryGoesWhereThereIsRoom)
   EXPECT_EQ(attempts[1].gpu, 1U);
 }
 
+TEST(GPUScheduler, FinishedTasksAreForgottenBeyondTheHistory) {
+  SchedulerOptions o = on(sim_node(1));
+  o.finished_history = 3;
+  GPUScheduler scheduler(1, 4, "fifo", o);
+  std::vector<TaskId> ids;
+  for (int i = 0; i < 5; ++i) {
+    ids.push_back(scheduler.submit_task([i] { return i; }));
+    EXPECT_EQ(scheduler.wait_for_task_as<int>(ids.back()), i);
+  }
+  for (int i = 2; i < 5; ++i) EXPECT_EQ(scheduler.status(ids[static_cast<std::size_t>(i)]).state, TaskState::succeeded);
+  try {
+    (void)scheduler.status(ids[0]);
+    FAIL() << "task 1 is still kept";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("finished and was forgotten"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW((void)scheduler.status(999), InvalidArgument);
+  o.finished_history = 0;
+  EXPECT_THROW(GPUScheduler(1, 4, "fifo", o), InvalidArgument);
+}
+
 TEST(GPUScheduler, ManyTasksSeedExample) {
   GPUScheduler scheduler(4, 16, "fifo", on(sim_node(4)));
   std::vector<TaskId> ids;

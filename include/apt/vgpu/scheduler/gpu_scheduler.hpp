@@ -54,6 +54,10 @@ struct SchedulerOptions {
   std::chrono::milliseconds stop_grace{2000};
   std::uint32_t backfill_window = 64;
   double oversubscription = 1.0;
+  // Finished tasks (succeeded, failed, cancelled) whose status and result are kept,
+  // oldest forgotten first: a long-running scheduler does not grow without bound.
+  // Wait for a task (or read its status) within this many later finishes.
+  std::uint32_t finished_history = 10000;
   // The node to lease from; default: a new node from the environment
   // (VGPU_BACKEND, auto) whose simulated shape has num_physical_gpus GPUs.
   std::shared_ptr<runtime::Node> node;

@@ -141,7 +141,7 @@ struct GPUMonitor::Impl {
       const device::GpuHealth h = backend->health(info.index);
       g.health = h.state;
       g.health_detail = h.detail;
-      g.xid_events = h.xid_events.size();
+      g.xid_events = h.xid_total;
       g.ecc_uncorrected_errors = h.ecc_uncorrected_errors;
       s.gpus.push_back(std::move(g));
       if (attribute) {

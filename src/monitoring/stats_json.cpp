@@ -75,6 +75,7 @@ nlohmann::json gpu_json(const device::GpuInfo& info, const device::GpuMetrics& m
   j["health"] = {{"state", std::string(device::to_string(health.state))},
                  {"detail", health.detail},
                  {"xid_events", health.xid_events},
+                 {"xid_total", health.xid_total},
                  {"ecc_uncorrected_errors", opt(health.ecc_uncorrected_errors)}};
   nlohmann::json procs = nlohmann::json::array();
   for (const auto& p : processes) {
@@ -95,9 +96,13 @@ nlohmann::json stats_json(const NodeStats& s, const std::vector<device::GpuInfo>
     info.index = g.gpu_id;
     info.uuid = g.uuid;
     info.name = g.name;
-    nlohmann::json gj = gpu_json(info, g.metrics, device::GpuHealth{g.health, g.health_detail, {}, g.ecc_uncorrected_errors}, {});
+    device::GpuHealth health;
+    health.state = g.health;
+    health.detail = g.health_detail;
+    health.xid_total = g.xid_events;  // the monitor keeps the count, not the list
+    health.ecc_uncorrected_errors = g.ecc_uncorrected_errors;
+    nlohmann::json gj = gpu_json(info, g.metrics, health, {});
     gj.erase("processes");  // listed once, below, with their vGPU
-    gj["health"]["xid_event_count"] = g.xid_events;  // the monitor keeps a count, not the list
     j["gpus"].push_back(std::move(gj));
   }
   j["aggregate"] = metrics_json(s.aggregate);
@@ -145,7 +150,7 @@ StatsDocument parse_stats_json(std::string_view text) {
       const auto& health = g.at("health");
       sample.health = read_health(health.at("state").get<std::string>());
       sample.health_detail = health.value("detail", "");
-      sample.xid_events = health.value("xid_event_count", std::uint64_t{0});
+      sample.xid_events = health.value("xid_total", std::uint64_t{0});
       sample.ecc_uncorrected_errors = read_opt<std::uint64_t>(health, "ecc_uncorrected_errors");
       s.gpus.push_back(std::move(sample));
     }

@@ -108,6 +108,21 @@ TEST(NvmlBackend, XidEventsAndEccMakeAGpuUnhealthy) {
   EXPECT_TRUE(b.xid_events.empty());
 }
 
+TEST(NvmlBackend, AFlappingGpuKeepsOnlyItsRecentXids) {
+  // 1,000 XIDs: the backend lists the last kRecentXids and counts them all.
+  std::string xids;
+  for (int i = 0; i < 1000; ++i) xids += (i ? "," : "") + std::to_string(i);
+  testing::configure_nvml(R"({"devices": [{"name": "a", "uuid": "GPU-a", "memory_total": 1000, "xid_events": [)" + xids +
+                          "]}]}");
+  NvmlBackend nvml(FAKE_NVML_PATH);
+  const GpuHealth h = nvml.health(0);
+  EXPECT_EQ(h.xid_total, 1000U);
+  ASSERT_EQ(h.xid_events.size(), kRecentXids);
+  EXPECT_EQ(h.xid_events.front(), 1000U - kRecentXids);
+  EXPECT_EQ(h.xid_events.back(), 999U);
+  EXPECT_NE(h.detail.find("XID 999"), std::string::npos) << h.detail;
+}
+
 TEST(NvmlBackend, ProcessMemoryNotAvailableIsAbsentAndCommandsAreNamed) {
   const auto self = static_cast<long>(::getpid());
   testing::configure_nvml(fmt::format(R"({{"devices": [{{"name": "a", "uuid": "GPU-a", "memory_total": 1000,

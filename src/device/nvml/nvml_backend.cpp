@@ -7,6 +7,7 @@
 #include "nvml_api.hpp"
 
 #include <cstdlib>
+#include <deque>
 #include <fmt/format.h>
 #include <mutex>
 
@@ -21,7 +22,8 @@ struct NvmlBackend::Impl {
   std::mutex mutex;  // NVML is thread-safe, but our per-GPU state below is not
   std::vector<nvmlDevice_t> handles;
   std::vector<bool> lost;
-  std::vector<std::vector<std::uint64_t>> xids;
+  std::vector<std::deque<std::uint64_t>> xids;  // the last kRecentXids per GPU
+  std::vector<std::uint64_t> xid_totals;
   nvmlEventSet_t events = nullptr;
   bool initialised = false;
 
@@ -51,6 +53,8 @@ struct NvmlBackend::Impl {
       for (std::size_t i = 0; i < handles.size(); ++i) {
         if (handles[i] == data.device && (data.eventType & nvmlEventTypeXidCriticalError) != 0) {
           xids[i].push_back(data.eventData);
+          if (xids[i].size() > kRecentXids) xids[i].pop_front();
+          ++xid_totals[i];
         }
       }
     }
@@ -98,6 +102,7 @@ NvmlBackend::NvmlBackend(const std::string& library_path) {
   n.handles.resize(count);
   n.lost.assign(count, false);
   n.xids.resize(count);
+  n.xid_totals.assign(count, 0);
   for (unsigned int i = 0; i < count; ++i) {
     GpuInfo info;
     info.index = i;
@@ -259,7 +264,8 @@ GpuHealth NvmlBackend::do_health(std::uint32_t index) {
   std::lock_guard lock(n.mutex);
   GpuHealth h;
   n.drain_events();
-  h.xid_events = n.xids[index];
+  h.xid_events.assign(n.xids[index].begin(), n.xids[index].end());
+  h.xid_total = n.xid_totals[index];
   if (!n.lost[index] && n.nvmlDeviceGetTotalEccErrors != nullptr) {
     unsigned long long count = 0;
     if (n.ok(index,

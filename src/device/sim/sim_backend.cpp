@@ -93,7 +93,10 @@ void SimBackend::set_health(std::uint32_t index, HealthState state, std::string 
   GpuHealth& h = state_[index].health;
   h.state = state;
   h.detail = state == HealthState::healthy ? std::string{} : std::move(detail);
-  if (xid != 0) h.xid_events.push_back(xid);
+  if (xid != 0) {
+    h.xid_events.push_back(xid);
+    h.xid_total = 1;
+  }
 }
 
 GpuMetrics SimBackend::do_metrics(std::uint32_t index) {

@@ -5,6 +5,7 @@
 // Thread safety: a plain value type.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -17,10 +18,14 @@ enum class HealthState { healthy, unhealthy, lost };
 
 [[nodiscard]] std::string_view to_string(HealthState state) noexcept;
 
+// How many recent XIDs a GpuHealth lists (a flapping GPU must not grow memory without bound).
+inline constexpr std::size_t kRecentXids = 64;
+
 struct GpuHealth {
   HealthState state = HealthState::healthy;
   std::string detail;                                 // why it is not healthy; empty when healthy
-  std::vector<std::uint64_t> xid_events;              // critical XIDs seen since the backend opened
+  std::vector<std::uint64_t> xid_events;              // the last kRecentXids critical XIDs, oldest first
+  std::uint64_t xid_total = 0;                        // critical XIDs seen since the backend opened
   std::optional<std::uint64_t> ecc_uncorrected_errors;  // volatile count; absent without ECC support
 
   [[nodiscard]] bool usable() const noexcept { return state == HealthState::healthy; }

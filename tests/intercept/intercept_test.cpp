@@ -84,14 +84,25 @@ TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
   const std::string env = "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + region.name() + " VGPU_LOG_LEVEL=error";
   // Process A takes 700 KB and keeps it.
   const std::string hold_out = std::filesystem::temp_directory_path() / ("vgpu-hold-" + std::to_string(::getpid()));
+  // Built before fork(): after it, a multithreaded parent's child may only call
+  // async-signal-safe functions (no allocation), so the child only execs.
+  const std::string command = "exec env LD_LIBRARY_PATH=" + std::string(FAKE_CUDA_DIR) + " " + env +
+                              " LD_PRELOAD=" + VGPU_CUDA_PRELOAD + " " + CUDA_APP_LINKED_PATH +
+                              " direct alloc:700000 hold >" + hold_out;
   const pid_t holder = ::fork();
   if (holder == 0) {
-    const std::string command = "exec env LD_LIBRARY_PATH=" + std::string(FAKE_CUDA_DIR) + " " + env +
-                                " LD_PRELOAD=" + VGPU_CUDA_PRELOAD + " " + CUDA_APP_LINKED_PATH +
-                                " direct alloc:700000 hold >" + hold_out;
     ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
+  // A failed assertion returns early: the holder (it waits an hour) must not outlive the test.
+  struct ReapOnExit {
+    pid_t pid;
+    ~ReapOnExit() {
+      if (pid <= 0) return;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{holder};
   for (int i = 0; i < 200 && slurp(hold_out).find("alloc ok") == std::string::npos; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -102,6 +113,7 @@ TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
   // A dies without freeing (SIGKILL): its 700 KB comes back to the next process.
   ::kill(holder, SIGKILL);
   ::waitpid(holder, nullptr, 0);
+  reap.pid = -1;
   AppRun c = run("dlsym", "alloc:900000 info", env);
   EXPECT_EQ(c.out, "init ok\nalloc ok\ninfo ok free=100000 total=1000000\n");
   // Normal exits gave their share back: a fresh process starts from zero.

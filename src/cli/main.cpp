@@ -16,7 +16,7 @@ namespace apt::vgpu::cli {
 
 config::Config GlobalOptions::load_config() const {
   if (!profile.empty()) return config::load_profile(profile);
-  if (const char* env = std::getenv("VGPU_PROFILE"); env != nullptr && *env != '\0') return config::load_profile(env);
+  if (const auto named = config::profile_from_environment()) return config::load_profile(*named);
   config::Config defaults;
   defaults.name = "defaults";
   return defaults;
@@ -27,8 +27,8 @@ std::shared_ptr<runtime::Node> GlobalOptions::open_node(const config::Config& co
   std::optional<device::BackendKind> kind;
   if (!backend.empty()) {
     kind = device::parse_backend_kind(backend);
-  } else if (const char* env = std::getenv("VGPU_BACKEND"); env != nullptr && *env != '\0') {
-    kind = device::parse_backend_kind(env);
+  } else {
+    kind = device::backend_from_environment();
   }
   if (!sim_gpus.empty()) runtime::Node::apply_sim_shape(vgpu, sim_gpus);  // wins over profile and VGPU_SIM_GPUS
   return runtime::Node::open(vgpu, kind);

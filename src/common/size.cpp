@@ -2,6 +2,7 @@
 #include <apt/vgpu/common/size.hpp>
 
 #include <array>
+#include <charconv>
 #include <cctype>
 #include <cmath>
 #include <fmt/format.h>
@@ -86,7 +87,13 @@ std::uint64_t parse_size(std::string_view text, std::string_view what) {
     return value * factor;
   }
   if (factor == 1) bad_size(text, what, "a fraction of a byte");
-  const double value = std::stod(std::string(number)) * static_cast<double>(factor);
+  // from_chars, not stod: stod throws std::out_of_range past DBL_MAX (a 300-digit size did).
+  double mantissa = 0;
+  const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), mantissa);
+  if (ec != std::errc{} || end != number.data() + number.size()) {
+    bad_size(text, what, "too large (at most 2^64-1 bytes, about 18.4 EB)");
+  }
+  const double value = mantissa * static_cast<double>(factor);
   // 2^64 is the first double past every uint64_t; llround would also cap at 2^63.
   if (!std::isfinite(value) || value >= 18446744073709551616.0) {
     bad_size(text, what, "too large (at most 2^64-1 bytes, about 18.4 EB)");

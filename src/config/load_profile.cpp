@@ -221,6 +221,12 @@ Config parse_profile(std::string_view yaml_text, const std::string& file, const 
   return config;
 }
 
+std::optional<std::string> profile_from_environment() {
+  const char* value = std::getenv("VGPU_PROFILE");
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  return std::string(value);
+}
+
 std::vector<fs::path> profile_search_path() {
   std::vector<fs::path> dirs;
   if (const char* env = std::getenv("VGPU_PROFILE_PATH"); env != nullptr) {

@@ -6,6 +6,7 @@
 #include <apt/vgpu/device/sim_backend.hpp>
 
 #include <filesystem>
+#include <cstdlib>
 #include <fmt/format.h>
 
 namespace apt::vgpu::device {
@@ -16,6 +17,17 @@ BackendKind parse_backend_kind(std::string_view text) {
   if (text == "rocm") return BackendKind::rocm;
   if (text == "sim") return BackendKind::sim;
   throw InvalidArgument(fmt::format("backend: '{}' is not a backend; use one of auto, nvml, rocm, sim", text));
+}
+
+std::optional<BackendKind> backend_from_environment() {
+  const char* value = std::getenv("VGPU_BACKEND");
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  try {
+    return parse_backend_kind(value);
+  } catch (const InvalidArgument&) {
+    throw InvalidArgument(
+        fmt::format("VGPU_BACKEND: '{}' is not a backend; use one of auto, nvml, rocm, sim (or unset it)", value));
+  }
 }
 
 std::string_view to_string(BackendKind kind) noexcept {

@@ -15,9 +15,10 @@ namespace {
 constexpr std::string_view kRmmHeader = "Thread,Time,Action,Pointer,Size,Stream";
 constexpr std::string_view kOurHeader = "# vgpu-trace v1";
 
-// No GPU comes near 1 PiB; a larger size is a corrupt trace, and accepting it
-// would only move the failure into the replay (a pool of 2^64 bytes, bad_alloc).
-constexpr std::uint64_t kMaxAllocation = std::uint64_t{1} << 50;
+// No GPU comes near 1 TiB (the largest hold under 300 GB); a larger single
+// allocation is a corrupt trace, and accepting it would only move the failure
+// into the replay (a pool of 2^64 bytes was bad_alloc; 40 TB, seconds of chunk upkeep).
+constexpr std::uint64_t kMaxAllocation = std::uint64_t{1} << 40;
 
 [[noreturn]] void bad_line(const std::string& name, std::size_t line, const std::string& why) {
   throw InvalidArgument(fmt::format("{}:{}: {}", name, line, why));
@@ -25,7 +26,7 @@ constexpr std::uint64_t kMaxAllocation = std::uint64_t{1} << 50;
 
 void check_size(std::uint64_t size, const std::string& name, std::size_t line) {
   if (size > kMaxAllocation) {
-    bad_line(name, line, fmt::format("size {} is larger than 1 PiB ({}); no GPU holds that, so the trace is corrupt",
+    bad_line(name, line, fmt::format("size {} is larger than 1 TiB ({}); no GPU holds that, so the trace is corrupt",
                                      size, kMaxAllocation));
   }
 }

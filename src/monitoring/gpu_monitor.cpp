@@ -231,8 +231,7 @@ struct GPUMonitor::Impl {
 namespace {
 
 std::unique_ptr<device::Backend> default_backend() {
-  device::BackendKind kind = device::BackendKind::automatic;
-  if (const char* env = std::getenv("VGPU_BACKEND"); env != nullptr && *env != '\0') kind = device::parse_backend_kind(env);
+  const device::BackendKind kind = device::backend_from_environment().value_or(device::BackendKind::automatic);
   device::SimConfig sim;
   sim.apply_environment();
   return device::open_backend(kind, sim);

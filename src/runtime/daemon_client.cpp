@@ -1,5 +1,6 @@
 #include <apt/vgpu/common/log.hpp>
 #include <apt/vgpu/runtime/daemon_client.hpp>
+#include <apt/vgpu/runtime/slice_environment.hpp>
 #include <apt/vgpu/runtime/virtual_gpu.hpp>
 
 #include <cstdlib>
@@ -64,9 +65,10 @@ SliceInfo to_slice(const nlohmann::json& j) {
 std::map<std::string, std::string> SliceInfo::environment_here() const {
   auto env = environment;
   if (isolation != "intercept") return env;
-  if (const std::string lib = VirtualGPU::find_intercept_library(); !lib.empty()) env["LD_PRELOAD"] = lib;
-  const char* existing = std::getenv("LD_PRELOAD");
-  if (env.count("LD_PRELOAD") != 0 && existing != nullptr && *existing != '\0') env["LD_PRELOAD"] += std::string(":") + existing;
+  // The library beside this program when there is one, else the daemon's guess (the installed path).
+  std::string library = VirtualGPU::find_intercept_library();
+  if (library.empty() && env.count("LD_PRELOAD") != 0) library = env["LD_PRELOAD"];
+  if (!library.empty()) env["LD_PRELOAD"] = preload_with_existing(library);
   return env;
 }
 

@@ -61,14 +61,10 @@ std::shared_ptr<Node> Node::default_node() {
   std::shared_ptr<Node>& node = default_slot();
   if (!node) {
     config::VgpuConfig config;
-    if (const char* profile = std::getenv("VGPU_PROFILE"); profile != nullptr && *profile != '\0') {
-      config = config::load_profile(profile).vgpu;
+    if (const auto profile = config::profile_from_environment()) {
+      config = config::load_profile(*profile).vgpu;
     }
-    std::optional<device::BackendKind> kind;
-    if (const char* backend = std::getenv("VGPU_BACKEND"); backend != nullptr && *backend != '\0') {
-      kind = device::parse_backend_kind(backend);
-    }
-    node = open(config, kind);
+    node = open(config, device::backend_from_environment());
     node->use_daemon_if_running();
   }
   return node;

@@ -16,6 +16,11 @@ std::string format_share(double share) {
   return text;
 }
 
+std::string preload_with_existing(const std::string& library) {
+  const char* existing = std::getenv("LD_PRELOAD");
+  return existing != nullptr && *existing != '\0' ? library + ":" + existing : library;
+}
+
 std::map<std::string, std::string> slice_environment(const SliceBinding& s) {
   std::map<std::string, std::string> env;
   if (s.vendor == device::Vendor::amd) {
@@ -39,11 +44,7 @@ std::map<std::string, std::string> slice_environment(const SliceBinding& s) {
     case config::Isolation::intercept: {
       env[VGPU_ENV_SHM_NAME] = s.shm_name;
       if (!s.gpu_shm_name.empty()) env[VGPU_ENV_GPU_SHM_NAME] = s.gpu_shm_name;
-      if (!s.intercept_library.empty()) {
-        const char* existing = std::getenv("LD_PRELOAD");
-        env["LD_PRELOAD"] = existing != nullptr && *existing != '\0' ? s.intercept_library + ":" + existing
-                                                                      : s.intercept_library;
-      }
+      if (!s.intercept_library.empty()) env["LD_PRELOAD"] = preload_with_existing(s.intercept_library);
       break;
     }
     case config::Isolation::mps: {

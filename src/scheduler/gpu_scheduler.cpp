@@ -686,11 +686,7 @@ std::shared_ptr<runtime::Node> default_scheduler_node(std::uint32_t gpus, std::u
   config::VgpuConfig config;
   config.simulated_node.gpus = gpus;
   config.max_virtual_gpus = max_slices;
-  std::optional<device::BackendKind> kind;
-  if (const char* backend = std::getenv("VGPU_BACKEND"); backend != nullptr && *backend != '\0') {
-    kind = device::parse_backend_kind(backend);
-  }
-  auto node = runtime::Node::open(config, kind);
+  auto node = runtime::Node::open(config, device::backend_from_environment());
   node->use_daemon_if_running();  // as Node::default_node(): slices come from vgpud when it runs
   return node;
 }

@@ -94,6 +94,10 @@ double parse_timestamp(const Row& row, std::string_view text) {
 TraceLoadResult load_trace_jobs(const std::string& path, std::uint64_t memory_per_gpu) {
   std::ifstream in(path);
   if (!in) throw InvalidArgument(fmt::format("trace: cannot open {}", path));
+  return parse_trace_jobs(in, path, memory_per_gpu);
+}
+
+TraceLoadResult parse_trace_jobs(std::istream& in, const std::string& path, std::uint64_t memory_per_gpu) {
   std::string header;
   if (!std::getline(in, header)) throw InvalidArgument(fmt::format("{}: empty trace", path));
   if (!header.empty() && header.back() == '\r') header.pop_back();

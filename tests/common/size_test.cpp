@@ -32,6 +32,18 @@ TEST(ParseSize, FractionsAbove2To63AreExactNotClamped) {
   EXPECT_THROW((void)parse_size("18446744.1TB"), InvalidArgument);
 }
 
+TEST(ParseSize, AFractionBeyondEveryDoubleIsTooLargeNotAnUntypedError) {
+  // Found by the parser fuzzer: std::stod threw std::out_of_range for this.
+  const std::string huge = "9" + std::string(320, '9') + ".5TB";
+  try {
+    (void)parse_size(huge, "memory");
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("too large"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(parse_size(".5GB"), 500'000'000ULL);
+}
+
 TEST(ParseSize, RejectsBadInputNamingTheValueAndField) {
   for (const char* bad : {"", "GB", "-1GB", "20XB", "20G", "1.5", "1.2.3GB", "abc", "99999999999999999999",
                           "20000000000TB"}) {

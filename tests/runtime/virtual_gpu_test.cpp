@@ -270,13 +270,19 @@ TEST(VirtualGPU, AChildIsKilledAndReapedWhenOnStartThrows) {
 TEST(VirtualGPU, RunningChildShowsAsAProcessOnTheSimulatedGpu) {
   auto node = sim_node();
   VirtualGPU v(slice(3, kGB, 0.5), node);
-  std::thread runner([&] { (void)v.run({"/bin/sh", "-c", "sleep 0.5"}); });
+  // The child runs until the test has seen it: no race with a fixed sleep.
+  const auto release = std::filesystem::temp_directory_path() / ("vgpu-run-release-" + std::to_string(::getpid()));
+  std::thread runner([&] {
+    (void)v.run({"/bin/sh", "-c", "while [ ! -e " + release.string() + " ]; do sleep 0.01; done"});
+  });
   bool seen = false;
-  for (int i = 0; i < 40 && !seen; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (!seen) {  // registered right after the spawn; ctest's timeout bounds a bug here
     for (const auto& p : node->backend().processes(3)) seen = seen || p.command == "sh";
+    std::this_thread::yield();
   }
+  std::ofstream(release).put('x');
   runner.join();
+  std::filesystem::remove(release);
   EXPECT_TRUE(seen);
   EXPECT_TRUE(node->backend().processes(3).empty());
 }

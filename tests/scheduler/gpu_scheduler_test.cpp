@@ -8,6 +8,10 @@
 #include <optional>
 
 #include <atomic>
+#include <csignal>
+#include <cerrno>
+#include <fstream>
+#include <filesystem>
 #include <latch>
 #include <set>
 #include <thread>
@@ -51,9 +55,20 @@ struct Gate {
   }
 };
 
+// Waits for an event the test cannot be told about directly. No time limit: a
+// loaded machine may be slow, and ctest's timeout bounds a real bug.
 void wait_until(const std::function<bool()>& condition) {
-  for (int i = 0; i < 2000 && !condition(); ++i) std::this_thread::sleep_for(1ms);
-  ASSERT_TRUE(condition());
+  while (!condition()) std::this_thread::sleep_for(1ms);
+}
+
+// Whether `pid` still runs (a zombie waiting for its reaper does not).
+bool running_process(pid_t pid) {
+  if (::kill(pid, 0) != 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  std::getline(stat, text);
+  const auto paren = text.rfind(')');
+  return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] != 'Z' && text[paren + 2] != 'X';
 }
 
 TEST(GPUScheduler, SeedApiRunsCallablesWithTheirVirtualGpu) {
@@ -243,16 +258,23 @@ TEST(GPUScheduler, CommandTimeoutKillsTheProcessGroup) {
   GPUScheduler scheduler(1, 4, "fifo", on(sim_node(1)));
   GpuRequirements r;
   r.timeout = 200ms;
-  const auto start = std::chrono::steady_clock::now();
-  const TaskId id = scheduler.submit_command({"/bin/sh", "-c", "sleep 30"}, r);
+  // The shell starts a background sleeper and waits; the timeout must kill both (the group).
+  const auto pid_file = std::filesystem::temp_directory_path() / ("vgpu-timeout-" + std::to_string(::getpid()));
+  const TaskId id =
+      scheduler.submit_command({"/bin/sh", "-c", "sleep 300 & echo $! > " + pid_file.string() + "; wait"}, r);
   try {
     (void)scheduler.wait_for_task(id);
     FAIL();
   } catch (const TaskError& e) {
     EXPECT_EQ(e.reason(), TaskError::Reason::timed_out);
   }
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
   EXPECT_EQ(scheduler.status(id).attempts.back().outcome, "timed out");
+  pid_t sleeper = 0;
+  std::ifstream(pid_file) >> sleeper;
+  ASSERT_GT(sleeper, 0);
+  // Killed with its group (it may linger as a zombie until its reaper gets to it).
+  wait_until([&] { return !running_process(sleeper); });
+  std::filesystem::remove(pid_file);
 }
 
 TEST(GPUScheduler, CallableTimeoutSignalsStop) {
@@ -299,7 +321,6 @@ TEST(GPUScheduler, CancelAtEveryState) {
   // A running command is killed.
   const TaskId sleeper = scheduler.submit_command({"/bin/sh", "-c", "sleep 30"});
   wait_until([&] { return scheduler.status(sleeper).state == TaskState::running; });
-  std::this_thread::sleep_for(50ms);
   EXPECT_TRUE(scheduler.cancel(sleeper));
   EXPECT_THROW((void)scheduler.wait_for_task(sleeper), TaskError);
   EXPECT_EQ(scheduler.status(sleeper).state, TaskState::cancelled);
@@ -314,8 +335,10 @@ TEST(GPUScheduler, PriorityPreemptionStopsAndRequeuesLowerPriorityWork) {
   GpuRequirements low = GpuRequirements::with("60GB", 0.8);
   const TaskId background = scheduler.submit_task(
       [&](TaskContext& ctx) {
-        ++low_starts;
-        for (int i = 0; i < 300 && !ctx.stop_requested(); ++i) std::this_thread::sleep_for(1ms);
+        // The first attempt runs until it is preempted (an event, not a time budget); the second finishes.
+        if (++low_starts == 1) {
+          while (!ctx.stop_requested()) std::this_thread::sleep_for(1ms);
+        }
         return ctx.attempt();
       },
       low);
@@ -457,12 +480,14 @@ TEST(GPUScheduler, DestructionCancelsQueuedAndStopsRunning) {
   std::atomic<bool> stopped{false};
   {
     GPUScheduler scheduler(1, 1, "fifo", on(node));
+    std::atomic<bool> started{false};
     (void)scheduler.submit_task([&](TaskContext& ctx) {
+      started = true;
       while (!ctx.stop_requested()) std::this_thread::sleep_for(1ms);
       stopped = true;
     });
     (void)scheduler.submit_task([] {});
-    std::this_thread::sleep_for(20ms);
+    wait_until([&] { return started.load(); });
   }
   EXPECT_TRUE(stopped.load());
   EXPECT_EQ(node->ledger().active_slices(), 0U);

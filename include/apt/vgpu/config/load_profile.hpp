@@ -13,6 +13,7 @@
 #include <apt/vgpu/config/config.hpp>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,6 +23,8 @@ namespace apt::vgpu::config {
 [[nodiscard]] Config load_profile(std::string_view name_or_path);
 // Validates YAML text; `file` only names it in messages.
 [[nodiscard]] Config parse_profile(std::string_view yaml_text, const std::string& file, const std::string& name);
+// The one reader of VGPU_PROFILE: the profile the environment names, if set and not empty.
+[[nodiscard]] std::optional<std::string> profile_from_environment();
 // The folders searched for profile names, in order.
 [[nodiscard]] std::vector<std::filesystem::path> profile_search_path();
 // Profile names found on the search path (first occurrence wins), sorted.

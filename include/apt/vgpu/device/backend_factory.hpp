@@ -12,6 +12,7 @@
 #include <apt/vgpu/device/sim_config.hpp>
 
 #include <memory>
+#include <optional>
 #include <string_view>
 
 namespace apt::vgpu::device {
@@ -21,6 +22,9 @@ enum class BackendKind { automatic, nvml, rocm, sim };
 // "auto" | "nvml" | "rocm" | "sim"; anything else throws InvalidArgument listing them.
 [[nodiscard]] BackendKind parse_backend_kind(std::string_view text);
 [[nodiscard]] std::string_view to_string(BackendKind kind) noexcept;
+// The one reader of VGPU_BACKEND: its kind when set and not empty, else nullopt.
+// Throws InvalidArgument naming the variable for an unknown value.
+[[nodiscard]] std::optional<BackendKind> backend_from_environment();
 
 [[nodiscard]] std::unique_ptr<Backend> open_backend(BackendKind kind, const SimConfig& sim = {});
 

@@ -37,6 +37,10 @@ struct SliceBinding {
 
 [[nodiscard]] std::map<std::string, std::string> slice_environment(const SliceBinding& slice);
 
+// LD_PRELOAD for a child: `library` first, then this process's own LD_PRELOAD
+// (the one place that reads it), so tools the user preloads keep working.
+[[nodiscard]] std::string preload_with_existing(const std::string& library);
+
 // A share as the shortest decimal that round-trips to 4 places ("0.5", "0.25").
 [[nodiscard]] std::string format_share(double share);
 

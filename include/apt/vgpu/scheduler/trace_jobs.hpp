@@ -21,6 +21,7 @@
 #include <apt/vgpu/scheduler/cluster_state.hpp>
 
 #include <cstdint>
+#include <istream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,5 +46,7 @@ struct TraceLoadResult {
 // Detects the format from the header. Throws InvalidArgument naming file and
 // line for malformed input.
 [[nodiscard]] TraceLoadResult load_trace_jobs(const std::string& path, std::uint64_t memory_per_gpu);
+// The same from a stream; `path` names it in errors.
+[[nodiscard]] TraceLoadResult parse_trace_jobs(std::istream& in, const std::string& path, std::uint64_t memory_per_gpu);
 
 }  // namespace apt::vgpu::scheduler

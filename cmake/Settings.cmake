@@ -14,12 +14,3 @@ target_link_options(vgpu_settings INTERFACE
 target_compile_options(vgpu_settings INTERFACE
   $<BUILD_INTERFACE:$<$<BOOL:${VGPU_SANITIZE_THREAD}>:-fsanitize=thread;-fno-omit-frame-pointer>>)
 target_link_options(vgpu_settings INTERFACE $<BUILD_INTERFACE:$<$<BOOL:${VGPU_SANITIZE_THREAD}>:-fsanitize=thread>>)
-
-# C targets (fakes of vendor libraries) get the warnings that apply to C.
-add_library(vgpu_c_settings INTERFACE)
-target_compile_options(vgpu_c_settings INTERFACE
-  -Wall -Wextra $<$<BOOL:${VGPU_WERROR}>:-Werror>
-  $<$<BOOL:${VGPU_SANITIZE}>:-fsanitize=address,undefined;-fno-omit-frame-pointer>
-  $<$<BOOL:${VGPU_SANITIZE_THREAD}>:-fsanitize=thread>)
-target_link_options(vgpu_c_settings INTERFACE $<$<BOOL:${VGPU_SANITIZE}>:-fsanitize=address,undefined>
-  $<$<BOOL:${VGPU_SANITIZE_THREAD}>:-fsanitize=thread>)

@@ -1,6 +1,7 @@
 # One INTERFACE target carries every compile/link setting of our own targets:
 # warnings (as errors unless VGPU_WERROR=OFF) and the ASan+UBSan switch.
-# Third-party code never sees these flags.
+# Third-party code never sees these flags. The shipped code (src/) also links
+# vgpu_strict_settings: implicit narrowing and sign changes are errors there.
 add_library(vgpu_settings INTERFACE)
 target_compile_options(vgpu_settings INTERFACE
   $<BUILD_INTERFACE:-Wall;-Wextra;-Wpedantic;-Wshadow;-Wnon-virtual-dtor;-Wold-style-cast;-Wcast-align;-Wunused;-Woverloaded-virtual;-Wnull-dereference;-Wformat=2;-Wimplicit-fallthrough>
@@ -14,3 +15,7 @@ target_link_options(vgpu_settings INTERFACE
 target_compile_options(vgpu_settings INTERFACE
   $<BUILD_INTERFACE:$<$<BOOL:${VGPU_SANITIZE_THREAD}>:-fsanitize=thread;-fno-omit-frame-pointer>>)
 target_link_options(vgpu_settings INTERFACE $<BUILD_INTERFACE:$<$<BOOL:${VGPU_SANITIZE_THREAD}>:-fsanitize=thread>>)
+
+# Implicit conversions that may change a value or its sign, for the shipped code.
+add_library(vgpu_strict_settings INTERFACE)
+target_compile_options(vgpu_strict_settings INTERFACE $<BUILD_INTERFACE:-Wconversion;-Wsign-conversion>)

@@ -68,7 +68,10 @@ void log(Level level, const char* format, ...) {
   if (n <= 0) return;
   char out[640];
   const int m = std::snprintf(out, sizeof out, "vgpu-cuda[%s pid %d]: %s\n", g_config.id.c_str(), static_cast<int>(::getpid()), line);
-  if (m > 0) (void)!::write(STDERR_FILENO, out, static_cast<std::size_t>(m < static_cast<int>(sizeof out) ? m : sizeof out - 1));
+  if (m > 0) {
+    const auto length = static_cast<std::size_t>(m);
+    (void)!::write(STDERR_FILENO, out, length < sizeof out ? length : sizeof out - 1);
+  }
 }
 
 bool parse_u64(const char* text, std::uint64_t& out) {

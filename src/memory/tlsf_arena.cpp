@@ -32,15 +32,15 @@ std::uint64_t TlsfArena::round_up(std::uint64_t bytes) const {
 
 // Size class of a size in granule units: sizes below kSlCount map linearly into
 // fl 0; above, fl is the power of two and sl the next kSlLog2 bits.
-void TlsfArena::mapping(std::uint64_t units, int& fl, int& sl) {
+void TlsfArena::mapping(std::uint64_t units, std::size_t& fl, std::size_t& sl) {
   if (units < kSlCount) {
     fl = 0;
-    sl = static_cast<int>(units);
+    sl = static_cast<std::size_t>(units);
     return;
   }
-  const int msb = 63 - std::countl_zero(units);
+  const auto msb = static_cast<std::size_t>(63 - std::countl_zero(units));  // >= kSlLog2 here
   fl = msb - kSlLog2 + 1;
-  sl = static_cast<int>((units >> (msb - kSlLog2)) ^ (1ULL << kSlLog2));
+  sl = static_cast<std::size_t>((units >> (msb - kSlLog2)) ^ (1ULL << kSlLog2));
 }
 
 TlsfArena::BlockId TlsfArena::new_node() {
@@ -58,8 +58,8 @@ void TlsfArena::release_node(BlockId id) { spare_nodes_.push_back(id); }
 
 void TlsfArena::insert_free(BlockId id) {
   Node& n = nodes_[id];
-  int fl = 0;
-  int sl = 0;
+  std::size_t fl = 0;
+  std::size_t sl = 0;
   mapping(n.size >> granule_shift_, fl, sl);
   n.free = true;
   n.prev_free = kNoBlock;
@@ -72,8 +72,8 @@ void TlsfArena::insert_free(BlockId id) {
 
 void TlsfArena::remove_free(BlockId id) {
   Node& n = nodes_[id];
-  int fl = 0;
-  int sl = 0;
+  std::size_t fl = 0;
+  std::size_t sl = 0;
   mapping(n.size >> granule_shift_, fl, sl);
   if (n.prev_free != kNoBlock) nodes_[n.prev_free].next_free = n.next_free;
   if (n.next_free != kNoBlock) nodes_[n.next_free].prev_free = n.prev_free;
@@ -129,29 +129,29 @@ std::optional<TlsfArena::BlockId> TlsfArena::allocate(std::uint64_t size, std::u
   // Round the search size up to the next class boundary so any block found fits.
   std::uint64_t units = search >> granule_shift_;
   if (units >= kSlCount) {
-    const int msb = 63 - std::countl_zero(units);
+    const auto msb = static_cast<std::size_t>(63 - std::countl_zero(units));
     units += (1ULL << (msb - kSlLog2)) - 1;
   }
-  int fl = 0;
-  int sl = 0;
+  std::size_t fl = 0;
+  std::size_t sl = 0;
   mapping(units, fl, sl);
   BlockId id = kNoBlock;
   std::uint32_t sl_map = fl < kFlCount ? sl_bitmap_[fl] & (~0U << sl) : 0;
   if (sl_map == 0) {
     const std::uint64_t fl_map = fl + 1 < kFlCount ? fl_bitmap_ & (~0ULL << (fl + 1)) : 0;
     if (fl_map != 0) {
-      fl = std::countr_zero(fl_map);
+      fl = static_cast<std::size_t>(std::countr_zero(fl_map));
       sl_map = sl_bitmap_[fl];
     }
   }
   if (sl_map != 0) {
-    id = heads_[fl][std::countr_zero(sl_map)];
+    id = heads_[fl][static_cast<std::size_t>(std::countr_zero(sl_map))];
   } else {
     // Near exhaustion: a block in the request's own class may still be large
     // enough although the class as a whole is not guaranteed to be. Scan it, so
     // allocation fails only when no free block fits.
-    int own_fl = 0;
-    int own_sl = 0;
+    std::size_t own_fl = 0;
+    std::size_t own_sl = 0;
     mapping(search >> granule_shift_, own_fl, own_sl);
     for (BlockId c = heads_[own_fl][own_sl]; c != kNoBlock; c = nodes_[c].next_free) {
       if (nodes_[c].size >= search) {
@@ -203,8 +203,8 @@ void TlsfArena::free(BlockId id) {
 
 std::uint64_t TlsfArena::largest_free() const {
   if (fl_bitmap_ == 0) return 0;
-  const int fl = 63 - std::countl_zero(fl_bitmap_);
-  const int sl = 31 - std::countl_zero(sl_bitmap_[fl]);
+  const auto fl = static_cast<std::size_t>(63 - std::countl_zero(fl_bitmap_));
+  const auto sl = static_cast<std::size_t>(31 - std::countl_zero(sl_bitmap_[fl]));
   std::uint64_t best = 0;
   for (BlockId id = heads_[fl][sl]; id != kNoBlock; id = nodes_[id].next_free) {
     if (nodes_[id].size > best) best = nodes_[id].size;
@@ -276,13 +276,13 @@ void TlsfArena::check_invariants() const {
   }
   if (used != used_ || live != live_) throw std::logic_error("used/live counters disagree with the blocks");
   std::uint64_t listed = 0;
-  for (int fl = 0; fl < kFlCount; ++fl) {
-    for (int sl = 0; sl < kSlCount; ++sl) {
+  for (std::size_t fl = 0; fl < kFlCount; ++fl) {
+    for (std::size_t sl = 0; sl < kSlCount; ++sl) {
       const bool bit = (sl_bitmap_[fl] >> sl & 1U) != 0;
       if (bit != (heads_[fl][sl] != kNoBlock)) throw std::logic_error("second-level bitmap disagrees with a list");
       for (BlockId id = heads_[fl][sl]; id != kNoBlock; id = nodes_[id].next_free) {
-        int f = 0;
-        int s = 0;
+        std::size_t f = 0;
+        std::size_t s = 0;
         mapping(nodes_[id].size >> granule_shift_, f, s);
         if (f != fl || s != sl || !nodes_[id].free) throw std::logic_error("a free block is in the wrong list");
         listed += nodes_[id].size;

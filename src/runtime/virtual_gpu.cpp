@@ -181,7 +181,9 @@ VirtualGPU::VirtualGPU(VirtualGpuOptions options, std::shared_ptr<Node> node) {
   }
   if (options.fallback_gpu) (void)node->backend().gpu(*options.fallback_gpu);
   const device::GpuInfo& gpu = node->backend().gpu(options.gpu_id);
-  if (options.memory_limit && *options.memory_limit > gpu.memory_total * node->ledger().options().oversubscription) {
+  // Compared in long double: exact for every 64-bit size (a double rounds above 2^53).
+  if (options.memory_limit && static_cast<long double>(*options.memory_limit) >
+                                  static_cast<long double>(gpu.memory_total) * node->ledger().options().oversubscription) {
     throw CapacityError(fmt::format("memory_limit: {} is more than GPU {} has ({} {}); ask for at most {}",
                                     format_size(*options.memory_limit), gpu.index, gpu.name,
                                     format_size(gpu.memory_total), format_size(gpu.memory_total)));

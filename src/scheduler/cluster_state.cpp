@@ -172,7 +172,7 @@ std::vector<std::uint32_t> place_gang(const ClusterState& c, const Demand& d, Pl
   std::vector<std::uint32_t> order(c.node_count());
   for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
   if (strategy == PlacementStrategy::round_robin) {
-    std::rotate(order.begin(), order.begin() + (cursor % order.size()), order.end());
+    std::rotate(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(cursor % order.size()), order.end());
   } else {
     // Nodes that can hold the whole gang first, then by how full they are.
     std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {

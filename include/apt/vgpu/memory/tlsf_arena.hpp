@@ -21,6 +21,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -72,9 +73,10 @@ class TlsfArena {
   void check_invariants() const;
 
  private:
-  static constexpr int kSlLog2 = 5;
-  static constexpr int kSlCount = 1 << kSlLog2;
-  static constexpr int kFlCount = 64;
+  // Class indices are unsigned (they index arrays); so are these.
+  static constexpr std::size_t kSlLog2 = 5;
+  static constexpr std::size_t kSlCount = std::size_t{1} << kSlLog2;
+  static constexpr std::size_t kFlCount = 64;
 
   struct Node {
     std::uint64_t offset = 0;
@@ -96,7 +98,7 @@ class TlsfArena {
   void absorb_next(BlockId left);
   [[nodiscard]] std::uint64_t round_up(std::uint64_t bytes) const;
 
-  static void mapping(std::uint64_t units, int& fl, int& sl);
+  static void mapping(std::uint64_t units, std::size_t& fl, std::size_t& sl);
 
   std::uint64_t capacity_;
   std::uint64_t granule_;

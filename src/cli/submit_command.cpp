@@ -1,6 +1,8 @@
 #include "command.hpp"
 #include "output.hpp"
 
+#include <apt/vgpu/config/task_file.hpp>
+
 #include <apt/vgpu/common/duration.hpp>
 #include <apt/vgpu/common/error.hpp>
 #include <apt/vgpu/common/size.hpp>
@@ -11,7 +13,6 @@
 #include <fmt/format.h>
 #include <iostream>
 #include <thread>
-#include <yaml-cpp/yaml.h>
 
 namespace apt::vgpu::cli {
 namespace {
@@ -32,65 +33,28 @@ std::string substitute(std::string text, int index) {
   return text;
 }
 
-const std::vector<std::string> kTaskKeys{"name",   "command",     "memory",  "compute", "priority",
-                                         "user",   "group",       "max_retries", "timeout", "count",
-                                         "gpu",    "fallback_gpu", "isolation"};
-
+// The task file's entries (validated by config::parse_task_file), expanded by count.
 std::vector<TaskSpec> read_task_file(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    throw InvalidArgument(fmt::format("{}: cannot read the task file", path));
-  } catch (const YAML::Exception& e) {
-    throw InvalidArgument(fmt::format("{}:{}:{}: not valid YAML: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
-  }
-  const YAML::Node list = root["tasks"];
-  if (!list || !list.IsSequence()) throw InvalidArgument(fmt::format("{}: expected a top-level 'tasks:' list", path));
   std::vector<TaskSpec> out;
-  for (const YAML::Node& node : list) {
-    const auto where = [&](const YAML::Node& n, const std::string& key) {
-      return fmt::format("{}:{}:{}: tasks[].{}", path, n.Mark().line + 1, n.Mark().column + 1, key);
-    };
-    if (!node.IsMap()) throw InvalidArgument(fmt::format("{}: each task is a mapping of keys", where(node, "")));
-    for (const auto& kv : node) {
-      const std::string key = kv.first.Scalar();
-      if (std::find(kTaskKeys.begin(), kTaskKeys.end(), key) != kTaskKeys.end()) continue;
-      const auto guess = nearest(key, kTaskKeys);
-      throw InvalidArgument(fmt::format("{}: unknown key{}", where(kv.first, key),
-                                        guess ? fmt::format("; did you mean '{}'?", *guess) : "; valid keys: " + join(kTaskKeys)));
-    }
+  for (const config::TaskFileEntry& entry : config::load_task_file(path)) {
     TaskSpec base;
-    const YAML::Node command = node["command"];
-    if (!command) throw InvalidArgument(fmt::format("{}: missing; give a list like [python3, train.py] or a shell string", where(node, "command")));
-    if (command.IsScalar()) {
-      base.argv = {"/bin/sh", "-c", command.Scalar()};
-    } else if (command.IsSequence() && command.size() > 0) {
-      for (const auto& a : command) base.argv.push_back(a.Scalar());
-    } else {
-      throw InvalidArgument(fmt::format("{}: expected a list of arguments or a shell string", where(command, "command")));
-    }
+    base.name = entry.name;
+    base.argv = entry.argv;
     auto& r = base.requirements;
-    try {
-      if (node["name"]) base.name = node["name"].Scalar();
-      if (node["memory"]) r.memory = parse_size(node["memory"].Scalar(), where(node["memory"], "memory"));
-      if (node["compute"]) r.compute = node["compute"].as<double>();
-      if (node["priority"]) r.priority = node["priority"].as<int>();
-      if (node["user"]) r.user = node["user"].Scalar();
-      if (node["group"]) r.group = node["group"].Scalar();
-      if (node["max_retries"]) r.max_retries = node["max_retries"].as<std::uint32_t>();
-      if (node["timeout"]) r.timeout = parse_duration(node["timeout"].Scalar(), where(node["timeout"], "timeout"));
-      if (node["gpu"]) r.gpu = node["gpu"].as<std::uint32_t>();
-      if (node["fallback_gpu"]) r.fallback_gpu = node["fallback_gpu"].as<std::uint32_t>();
-      if (node["isolation"]) {
-        r.isolation = config::parse_isolation(node["isolation"].Scalar());
-        base.isolation_set = true;
-      }
-    } catch (const YAML::BadConversion& e) {
-      throw InvalidArgument(fmt::format("{}:{}:{}: wrong type: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
+    r.memory = entry.memory;
+    r.compute = entry.compute;
+    r.priority = entry.priority;
+    r.user = entry.user;
+    r.group = entry.group;
+    r.max_retries = entry.max_retries;
+    r.timeout = entry.timeout;
+    r.gpu = entry.gpu;
+    r.fallback_gpu = entry.fallback_gpu;
+    if (entry.isolation) {
+      r.isolation = *entry.isolation;
+      base.isolation_set = true;
     }
-    const int count = node["count"] ? node["count"].as<int>() : 1;
-    if (count < 1 || count > 100000) throw InvalidArgument(fmt::format("{}: {} is out of range; use 1..100000", where(node["count"], "count"), count));
+    const int count = static_cast<int>(entry.count);
     for (int i = 0; i < count; ++i) {
       TaskSpec spec = base;
       for (auto& a : spec.argv) a = substitute(a, i);

@@ -55,17 +55,9 @@ void read_daemon(Reader& r, const YAML::Node& node, DaemonSection& out) {
   r.read_string(node, path, "metrics_listen", out.metrics_listen);
   r.read_int(node, path, "max_connections", 1, 100'000, out.max_connections);
   r.read_int(node, path, "max_event_subscribers", 0, 10'000, out.max_event_subscribers);
-  if (const YAML::Node n = node["request_timeout"]) {
-    try {
-      if (!n.IsScalar()) throw InvalidArgument("expected a duration such as 5s");
-      out.request_timeout = parse_duration(n.Scalar(), "daemon.request_timeout");
-      if (out.request_timeout.count() < 10 || out.request_timeout.count() > 3'600'000) {
-        r.issue(n.Mark(), "daemon.request_timeout", fmt::format("'{}' is out of range; use 10ms..1h", n.Scalar()));
-      }
-    } catch (const InvalidArgument& e) {
-      r.issue(n.Mark(), "daemon.request_timeout", e.what());
-    }
-  }
+  std::optional<std::chrono::milliseconds> request_timeout;
+  r.read_duration(node, path, "request_timeout", std::chrono::milliseconds(10), std::chrono::hours(1), request_timeout);
+  if (request_timeout) out.request_timeout = *request_timeout;
   std::optional<std::uint64_t> max_body;
   r.read_size(node, path, "max_body", false, max_body);
   if (max_body) {

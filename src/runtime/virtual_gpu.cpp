@@ -310,7 +310,9 @@ RunResult VirtualGPU::run(const std::vector<std::string>& argv, const RunOptions
   if (options.on_start) options.on_start(child.pid);
   const std::uint32_t gpu = gpu_id();
   auto* sim = impl_->node->backend().simulator();
-  // Undoes, in reverse, whichever of the three steps below happened.
+  // The slice is marked active and the pid attributed before the process appears on the
+  // (simulated) GPU, and it disappears first at the end: whoever sees the process sees
+  // it attributed. Finally undoes, in reverse, whichever of the three steps happened.
   struct Finally {
     VirtualGPU::Impl& impl;
     device::SimBackend* sim;
@@ -318,16 +320,16 @@ RunResult VirtualGPU::run(const std::vector<std::string>& argv, const RunOptions
     pid_t pid;
     int steps = 0;
     ~Finally() {
-      if (steps >= 3) impl.set_active(-1);
+      if (steps >= 3 && sim != nullptr) sim->remove_process(gpu, pid);
       if (steps >= 2) impl.track_process(pid, false);
-      if (steps >= 1 && sim != nullptr) sim->remove_process(gpu, pid);
+      if (steps >= 1) impl.set_active(-1);
     }
   } finally{*impl_, sim, gpu, child.pid};
-  if (sim != nullptr) sim->add_process(gpu, child.pid, std::filesystem::path(argv.front()).filename().string(), 0);
+  impl_->set_active(+1);
   finally.steps = 1;
   impl_->track_process(child.pid, true);
   finally.steps = 2;
-  impl_->set_active(+1);
+  if (sim != nullptr) sim->add_process(gpu, child.pid, std::filesystem::path(argv.front()).filename().string(), 0);
   finally.steps = 3;
   guard.release();
   const bool supervised = options.capture_output || options.timeout || options.stop != nullptr;

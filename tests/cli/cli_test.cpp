@@ -306,7 +306,18 @@ TEST(Cli, SubmitRejectsBadTaskFiles) {
   std::ofstream(bad) << "tasks:\n  - command: [true]\n    memroy: 8GB\n";
   auto r = vgpu("submit --backend sim --file " + bad.string());
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find(":3:5: tasks[].memroy: unknown key; did you mean 'memory'?"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(":3:5: tasks[0].memroy: unknown key; did you mean 'memory'?"), std::string::npos) << r.err;
+  // Ranges, types and non-finite numbers, every problem reported at once with its position.
+  std::ofstream(bad) << "tasks:\n  - command: [true]\n  - command: []\n    compute: nan\n    priority: 5000\n"
+                        "    timeout: forever\n    count: 0\n    gpu: -1\n    isolation: vm\n";
+  r = vgpu("submit --backend sim --file " + bad.string());
+  EXPECT_EQ(r.exit_code, 2);
+  for (const char* expected : {":3:14: tasks[1].command: expected a non-empty list", ":4:14: tasks[1].compute: expected a number",
+                               ":5:15: tasks[1].priority: 5000 is out of range; use -1000..1000",
+                               ":6:14: tasks[1].timeout:", ":7:12: tasks[1].count: 0 is out of range",
+                               ":8:10: tasks[1].gpu: -1 is out of range", ":9:16: tasks[1].isolation: 'vm' is not valid"}) {
+    EXPECT_NE(r.err.find(expected), std::string::npos) << expected << "\n" << r.err;
+  }
   std::ofstream(bad) << "tasks:\n  - command: [true]\n    memory: 900GB\n";
   r = vgpu("submit --backend sim --file " + bad.string());
   EXPECT_EQ(r.exit_code, 2);

@@ -5,6 +5,7 @@
 // Thread safety: one Reader per document, used by one thread.
 #pragma once
 
+#include <apt/vgpu/common/duration.hpp>
 #include <apt/vgpu/common/error.hpp>
 #include <apt/vgpu/common/size.hpp>
 #include <apt/vgpu/common/suggest.hpp>
@@ -12,6 +13,7 @@
 #include <apt/vgpu/config/vgpu_config.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <fmt/format.h>
@@ -183,6 +185,31 @@ class Reader {
       out = bytes;
     } catch (const InvalidArgument& e) {
       // parse_size names the key already; drop the duplicate prefix.
+      std::string message = e.what();
+      const std::string prefix = dotted(path, key) + ": ";
+      if (message.rfind(prefix, 0) == 0) message.erase(0, prefix.size());
+      issue(node.Mark(), dotted(path, key), message);
+    }
+  }
+
+  // A duration ("250ms", "90s", "8h", or seconds) within [min, max].
+  void read_duration(const YAML::Node& map, const std::string& path, const char* key, std::chrono::milliseconds min,
+                     std::chrono::milliseconds max, std::optional<std::chrono::milliseconds>& out) {
+    const YAML::Node node = map[key];
+    if (!node) return;
+    if (!node.IsScalar()) {
+      issue(node.Mark(), dotted(path, key), fmt::format("expected a duration such as 90s or 8h, got {}", describe(node)));
+      return;
+    }
+    try {
+      const std::chrono::milliseconds value = parse_duration(node.Scalar(), dotted(path, key));
+      if (value < min || value > max) {
+        issue(node.Mark(), dotted(path, key),
+              fmt::format("'{}' is out of range; use {}..{}", node.Scalar(), format_duration(min), format_duration(max)));
+        return;
+      }
+      out = value;
+    } catch (const InvalidArgument& e) {
       std::string message = e.what();
       const std::string prefix = dotted(path, key) + ": ";
       if (message.rfind(prefix, 0) == 0) message.erase(0, prefix.size());

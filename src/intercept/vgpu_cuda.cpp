@@ -549,7 +549,8 @@ bool admit(std::uint64_t bytes, const char* call) {
   vgpu_shm_slot* slot = my_slot();
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::uint64_t current = used();
-    while (current + bytes <= limit()) {
+    // Written so that no sum can wrap: cuMemAlloc(2^64-1) once passed as "current + bytes <= limit".
+    while (bytes <= limit() && current <= limit() - bytes) {
       if (__atomic_compare_exchange_n(&g_region->used_bytes, &current, current + bytes, true, __ATOMIC_ACQ_REL,
                                       __ATOMIC_ACQUIRE)) {
         if (slot != nullptr) __atomic_fetch_add(&slot->used_bytes, bytes, __ATOMIC_ACQ_REL);
@@ -841,11 +842,14 @@ extern "C" {
       return CUDA_ERROR_UNKNOWN;                                                         \
     }                                                                                    \
   }                                                                                      \
+  /* The driver has _ptsz forms of stream functions only: for the rest (cuInit,     */ \
+  /* cuMemAlloc...) a per-thread-default-stream lookup gets the plain function.      */ \
   VGPU_EXPORT ret sym##_ptsz params {                                                    \
-    t_ptsz = true;                                                                       \
     ret rc = CUDA_ERROR_UNKNOWN;                                                         \
     try {                                                                                \
       ensure_init();                                                                     \
+      if (g_real.sym##_ptsz == nullptr) return do_##sym(g_real.sym, VGPU_UNPACK args);   \
+      t_ptsz = true;                                                                     \
       rc = do_##sym(g_real.sym##_ptsz, VGPU_UNPACK args);                                \
     } catch (...) {                                                                      \
     }                                                                                    \

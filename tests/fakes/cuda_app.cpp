@@ -3,6 +3,7 @@
 //   direct    linked against libcuda.so.1
 //   dlsym     dlopen("libcuda.so.1") + dlsym() for each entry point
 //   getproc   dlopen + dlsym("cuGetProcAddress") once, then cuGetProcAddress_v2
+//   getproc_ptds  the same, every lookup with CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
 //             for everything (what the CUDA 12+ runtime and PyTorch do)
 // and runs the operations given as arguments, printing one line each:
 //   alloc:BYTES   free:INDEX   async:BYTES   managed:BYTES   pitch:WxH   create:BYTES
@@ -101,21 +102,24 @@ Api bind(const std::string& mode) {
   }
   using GetProc = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
   auto getproc = reinterpret_cast<GetProc>(::dlsym(handle, "cuGetProcAddress_v2"));
+  // getproc_ptds asks for every symbol with the per-thread-default-stream flag, as a cudart
+  // built with `nvcc --default-stream per-thread` does, also for functions without a _ptsz form.
+  const unsigned long long every = mode == "getproc_ptds" ? CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM : 0;
   // As the runtime does: ask the driver for cuGetProcAddress itself, then everything else.
   void* self = nullptr;
   int status = 0;
   if (getproc("cuGetProcAddress", &self, 12000, 0, &status) == CUDA_SUCCESS) getproc = reinterpret_cast<GetProc>(self);
-  get(api.init, getproc, "cuInit");
-  get(api.alloc, getproc, "cuMemAlloc");
-  get(api.pitch, getproc, "cuMemAllocPitch");
-  get(api.managed, getproc, "cuMemAllocManaged");
-  get(api.async, getproc, "cuMemAllocAsync", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
-  get(api.free, getproc, "cuMemFree");
-  get(api.create, getproc, "cuMemCreate");
-  get(api.array, getproc, "cuArrayCreate");
-  get(api.info, getproc, "cuMemGetInfo");
-  get(api.launch, getproc, "cuLaunchKernel", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
-  get(api.sync, getproc, "cuStreamSynchronize");
+  get(api.init, getproc, "cuInit", every);
+  get(api.alloc, getproc, "cuMemAlloc", every);
+  get(api.pitch, getproc, "cuMemAllocPitch", every);
+  get(api.managed, getproc, "cuMemAllocManaged", every);
+  get(api.async, getproc, "cuMemAllocAsync", every | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
+  get(api.free, getproc, "cuMemFree", every);
+  get(api.create, getproc, "cuMemCreate", every);
+  get(api.array, getproc, "cuArrayCreate", every);
+  get(api.info, getproc, "cuMemGetInfo", every);
+  get(api.launch, getproc, "cuLaunchKernel", every | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
+  get(api.sync, getproc, "cuStreamSynchronize", every);
   return api;
 }
 
@@ -127,7 +131,7 @@ const char* result(CUresult rc) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: cuda_app direct|dlsym|getproc OP...\n");
+    std::fprintf(stderr, "usage: cuda_app direct|dlsym|getproc|getproc_ptds OP...\n");
     return 2;
   }
   const Api api = bind(argv[1]);

@@ -61,7 +61,9 @@ TEST_P(EveryWayIn, EveryAllocationPathIsAdmitted) {
   EXPECT_EQ(r.out, "init ok\nasync ok\nmanaged ok\ncreate ok\nalloc oom\narray oom\npitch ok 512\npitch oom 0\n");
 }
 
-INSTANTIATE_TEST_SUITE_P(Intercept, EveryWayIn, ::testing::Values("direct", "dlsym", "getproc"));
+// getproc_ptds: every lookup with the per-thread-default-stream flag (cudart built with
+// --default-stream per-thread); functions the driver has no _ptsz form of must still work.
+INSTANTIATE_TEST_SUITE_P(Intercept, EveryWayIn, ::testing::Values("direct", "dlsym", "getproc", "getproc_ptds"));
 
 TEST(Intercept, WithoutThePreloadThereIsNoLimit) {
   const AppRun r = run("direct", "alloc:600000 alloc:600000", "VGPU_MEMORY_LIMIT=1000000", false);

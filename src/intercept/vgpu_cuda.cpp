@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdarg>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -140,10 +141,37 @@ pid_t g_slot_pid = 0;
 pid_t g_pid = ::getpid();
 void refresh_pid() { g_pid = ::getpid(); }
 
+// Reclaim is serialised by an open-file-description lock on the region's
+// `reclaim_lock` bytes, which the kernel drops when its holder dies: a process
+// killed in the middle of a reclaim no longer leaves the region un-reclaimable
+// forever, as a flag in shared memory did. The descriptor is this process's own
+// (re-opened after a fork: a child shares its parent's description, and so its
+// locks), and threads of one process take turns on a mutex first.
+int g_region_fd = -1;
+pid_t g_region_fd_pid = 0;
+std::mutex g_reclaim_mutex;
+
+bool lock_reclaim(bool lock) {
+  if (g_region_fd < 0) return true;  // this process's own region: the mutex suffices
+  if (lock && g_region_fd_pid != g_pid) {
+    const int fd = ::shm_open(g_config.shm_name.c_str(), O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) return false;
+    ::close(g_region_fd);
+    g_region_fd = fd;
+    g_region_fd_pid = g_pid;
+  }
+  struct flock range {};
+  range.l_type = lock ? F_WRLCK : F_UNLCK;
+  range.l_whence = SEEK_SET;
+  range.l_start = static_cast<off_t>(offsetof(vgpu_shm_region, reclaim_lock));
+  range.l_len = sizeof(std::uint32_t);
+  return ::fcntl(g_region_fd, F_OFD_SETLK, &range) == 0;
+}
+
 void reclaim_dead_slots() {
   vgpu_shm_region* r = g_region;
-  std::uint32_t expected = 0;
-  if (!__atomic_compare_exchange_n(&r->reclaim_lock, &expected, 1U, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+  std::unique_lock<std::mutex> in_process(g_reclaim_mutex, std::try_to_lock);
+  if (!in_process.owns_lock() || !lock_reclaim(true)) return;  // someone else is reclaiming now
   for (vgpu_shm_slot& s : r->slots) {
     const std::int32_t pid = __atomic_load_n(&s.pid, __ATOMIC_ACQUIRE);
     if (pid == 0 || pid == g_pid) continue;
@@ -153,7 +181,7 @@ void reclaim_dead_slots() {
     __atomic_store_n(&s.pid, 0, __ATOMIC_RELEASE);
     if (bytes > 0) log(Level::notice, "reclaimed %llu bytes left by exited process %d", static_cast<unsigned long long>(bytes), pid);
   }
-  __atomic_store_n(&r->reclaim_lock, 0U, __ATOMIC_RELEASE);
+  (void)lock_reclaim(false);
 }
 
 vgpu_shm_slot* my_slot() {
@@ -199,16 +227,20 @@ bool open_region() {
     return false;
   }
   void* p = ::mmap(nullptr, sizeof(vgpu_shm_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  ::close(fd);
   if (p == MAP_FAILED) {
     log(Level::error, "cannot map shared memory %s: %s", g_config.shm_name.c_str(), std::strerror(errno));
+    ::close(fd);
     return false;
   }
+  g_region_fd = fd;  // kept open: reclaim locks a byte range of it
+  g_region_fd_pid = g_pid;
   auto* r = static_cast<vgpu_shm_region*>(p);
   if (__atomic_load_n(&r->magic, __ATOMIC_ACQUIRE) != VGPU_SHM_MAGIC || r->abi_version != VGPU_ABI_VERSION) {
     log(Level::error, "shared memory %s has magic 0x%x, ABI %u; expected 0x%x, ABI %u (a library from another "
                       "release?)", g_config.shm_name.c_str(), r->magic, r->abi_version, VGPU_SHM_MAGIC, VGPU_ABI_VERSION);
     ::munmap(p, sizeof(vgpu_shm_region));
+    ::close(g_region_fd);
+    g_region_fd = -1;
     return false;
   }
   // A region created without a limit takes the first limit a process brings.

@@ -15,6 +15,7 @@
 #include <string>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <apt/vgpu/intercept/abi.h>
 #include <thread>
 #include <unistd.h>
 
@@ -84,6 +85,17 @@ TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
   apt::vgpu::runtime::AccountingRegion region =
       apt::vgpu::runtime::AccountingRegion::create(apt::vgpu::runtime::RegionKind::slice, "/vgpu-test", 0);
   const std::string env = "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + region.name() + " VGPU_LOG_LEVEL=error";
+  // As a process killed in the middle of a reclaim left it when the lock was a flag in
+  // the region: reclaim must still happen (the lock is now one the kernel drops).
+  {
+    const int fd = ::shm_open(region.name().c_str(), O_RDWR, 0);
+    ASSERT_GE(fd, 0);
+    void* p = ::mmap(nullptr, sizeof(vgpu_shm_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    ASSERT_NE(p, MAP_FAILED);
+    static_cast<vgpu_shm_region*>(p)->reclaim_lock = 1;
+    ::munmap(p, sizeof(vgpu_shm_region));
+  }
   // Process A takes 700 KB and keeps it.
   const std::string hold_out = std::filesystem::temp_directory_path() / ("vgpu-hold-" + std::to_string(::getpid()));
   // Built before fork(): after it, a multithreaded parent's child may only call

@@ -42,7 +42,9 @@
  * total, changed only with atomic compare-and-swap, so admission never
  * overshoots the limit. Each process owns one slot and keeps its own share
  * there; a slot whose pid no longer exists is reclaimed (its bytes returned)
- * by the next process that looks, under `reclaim_lock`.
+ * by the next process that looks, holding an open-file-description lock
+ * (fcntl F_OFD_SETLK) on the bytes of `reclaim_lock`, which the kernel drops
+ * when its holder dies.
  */
 #include <stdint.h>
 
@@ -60,7 +62,7 @@ struct vgpu_shm_region {
   uint32_t abi_version;   /* VGPU_ABI_VERSION */
   uint64_t memory_limit;  /* bytes; set by the first process */
   uint64_t used_bytes;    /* all processes together */
-  uint32_t reclaim_lock;  /* 0 free, 1 held (spin) */
+  uint32_t reclaim_lock;  /* its bytes are the reclaim lock's range; the value is unused */
   uint32_t reserved;
   /* Compute pacing: a token bucket of GPU time shared by the slice's processes.
      It refills at compute_share GPU-ns per wall-ns up to share x window and is

@@ -680,12 +680,22 @@ CUresult alloc_like(Fn real, CUdeviceptr* dptr, std::uint64_t bytes, const char*
   return admitted(real, bytes, call, invoke, [dptr] { return *dptr; });
 }
 
+// The record is taken out before the real free: once the driver has freed an address
+// it may hand it to another thread at once, whose record must not be the one erased
+// (that race leaked tens of MiB per 100k frees in multi-threaded programs). A free
+// that fails puts the record back.
 template <class Fn>
 CUresult free_like(Fn real, CUdeviceptr dptr, auto&& invoke) {
   CUresult rc = CUDA_SUCCESS;
   if (refuse(real, rc)) return rc;
+  if (!g_config.memory_limited) return invoke();
+  const std::uint64_t bytes = forget(dptr);
   rc = invoke();
-  if (rc == CUDA_SUCCESS && g_config.memory_limited) release(forget(dptr));
+  if (rc == CUDA_SUCCESS) {
+    release(bytes);
+  } else if (bytes != 0) {
+    remember(dptr, bytes);
+  }
   return rc;
 }
 

@@ -13,6 +13,7 @@
 //                 of wall time the GPU ran this process's kernels
 #include "../../src/intercept/cuda_driver_api.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -200,6 +201,21 @@ int main(int argc, char** argv) {
       const double gpu_ms = static_cast<double>(kernels) * static_cast<double>(us) / 1000.0;
       std::printf("busy %s kernels=%llu gpu_ms=%.1f wall_ms=%.1f share=%.3f\n", result(rc), kernels, gpu_ms, elapsed_ms,
                   gpu_ms / elapsed_ms);
+    } else if (name == "race") {
+      // Two threads allocate and free 4 KiB n times each: the driver reuses addresses
+      // between them, as a multi-threaded server's allocations do.
+      std::atomic<unsigned long long> failures{0};
+      auto churn = [&] {
+        for (unsigned long long k = 0; k < n; ++k) {
+          CUdeviceptr q = 0;
+          if (api.alloc(&q, 4096) != CUDA_SUCCESS || api.free(q) != CUDA_SUCCESS) ++failures;
+        }
+      };
+      std::thread a(churn);
+      std::thread b(churn);
+      a.join();
+      b.join();
+      std::printf("race %s\n", failures == 0 ? "ok" : ("failures=" + std::to_string(failures.load())).c_str());
     } else if (name == "sleep") {
       std::this_thread::sleep_for(std::chrono::milliseconds(n));
     } else if (name == "hold") {

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fcntl.h>
+#include <map>
 #include <mutex>
 #include <string>
 #include <sys/mman.h>
@@ -115,12 +116,23 @@ std::size_t capacity() {
   return env != nullptr ? static_cast<std::size_t>(std::strtoull(env, nullptr, 10)) : 80'000'000'000ULL;
 }
 
+// Freed addresses are handed out again (last freed first, per rounded size), as the
+// real driver does: another thread may get an address the moment it is freed.
+std::map<unsigned long long, std::vector<unsigned long long>> g_free_by_size;
+
 CUresult allocate(unsigned long long* out, std::size_t bytes) {
   if (out == nullptr || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
   std::lock_guard lock(g_mutex);
   if (g_used + bytes > capacity()) return CUDA_ERROR_OUT_OF_MEMORY;
-  *out = g_next;
-  g_next += (bytes + 0xfff) & ~0xfffULL;
+  const unsigned long long rounded = (bytes + 0xfff) & ~0xfffULL;
+  auto& reusable = g_free_by_size[rounded];
+  if (!reusable.empty()) {
+    *out = reusable.back();
+    reusable.pop_back();
+  } else {
+    *out = g_next;
+    g_next += rounded;
+  }
   g_allocations[*out] = bytes;
   g_used += bytes;
   return CUDA_SUCCESS;
@@ -131,6 +143,7 @@ CUresult release(unsigned long long ptr) {
   auto it = g_allocations.find(ptr);
   if (it == g_allocations.end()) return CUDA_ERROR_INVALID_VALUE;
   g_used -= it->second;
+  g_free_by_size[(it->second + 0xfff) & ~0xfffULL].push_back(ptr);
   g_allocations.erase(it);
   return CUDA_SUCCESS;
 }

@@ -137,6 +137,15 @@ TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
   std::filesystem::remove(hold_out);
 }
 
+TEST(Intercept, FreesRacingWithAllocationsOfTheSameAddressLeakNothing) {
+  // Two threads x 20,000 alloc/free pairs of 4 KiB on a driver that reuses addresses at
+  // once. The record of a free used to be erased after the real free, when the address
+  // could already belong to the other thread: its bytes then stayed charged forever.
+  const AppRun r = run("dlsym", "race:20000 info", "VGPU_MEMORY_LIMIT=1000000 VGPU_LOG_LEVEL=error");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "init ok\nrace ok\ninfo ok free=1000000 total=1000000\n") << "bytes left charged after every free";
+}
+
 TEST(Intercept, ARegionThatTheRuntimeDidNotCreateIsRefused) {
   // The library never creates a region: a made-up name fails closed, and so does
   // an object that is not an accounting region.

@@ -782,7 +782,9 @@ CUresult do_cuMemGetInfo_v2(decltype(g_real.cuMemGetInfo_v2) real, size_t* free_
   const std::uint64_t cap = limit();
   const std::uint64_t in_use = used();
   const std::uint64_t left = in_use >= cap ? 0 : cap - in_use;
-  if (total_bytes != nullptr) *total_bytes = static_cast<size_t>(cap);
+  // Never more than the device has: a limit above the physical memory (oversubscription)
+  // must not make a framework size its pools for memory that is not there.
+  if (total_bytes != nullptr) *total_bytes = static_cast<size_t>(std::min<std::uint64_t>(cap, *total_bytes));
   if (free_bytes != nullptr && left < *free_bytes) *free_bytes = static_cast<size_t>(left);
   return rc;
 }

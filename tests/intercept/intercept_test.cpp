@@ -137,6 +137,12 @@ TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
   std::filesystem::remove(hold_out);
 }
 
+TEST(Intercept, MemGetInfoNeverReportsMoreThanTheDeviceHas) {
+  // A 100 GB limit (an oversubscribed slice) on the fake's 80 GB device.
+  const AppRun r = run("dlsym", "info", "VGPU_MEMORY_LIMIT=100000000000 VGPU_LOG_LEVEL=error");
+  EXPECT_EQ(r.out, "init ok\ninfo ok free=80000000000 total=80000000000\n");
+}
+
 TEST(Intercept, FreesRacingWithAllocationsOfTheSameAddressLeakNothing) {
   // Two threads x 20,000 alloc/free pairs of 4 KiB on a driver that reuses addresses at
   // once. The record of a free used to be erased after the real free, when the address

@@ -184,7 +184,11 @@ void reclaim_dead_slots() {
   (void)lock_reclaim(false);
 }
 
+// One slot per process: threads that allocate at once must not each claim one.
+std::mutex g_slot_mutex;
+
 vgpu_shm_slot* my_slot() {
+  std::lock_guard<std::mutex> lock(g_slot_mutex);
   const pid_t me = g_pid;
   if (g_slot != nullptr && g_slot_pid == me) return g_slot;
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -638,8 +642,14 @@ std::uint64_t array_bytes(std::size_t width, std::size_t height, std::size_t dep
     case 0x03: case 0x0a: case 0x20: element = 4; break;     // (un)signed int32, float
     default: element = 8; break;                             // unknown: count generously
   }
-  return static_cast<std::uint64_t>(width) * (height == 0 ? 1 : height) * (depth == 0 ? 1 : depth) * element *
-         (channels == 0 ? 1 : channels);
+  // Checked: a product past 2^64 is more than any GPU holds, so it saturates and is refused.
+  std::uint64_t bytes = element;
+  for (const std::uint64_t factor : {static_cast<std::uint64_t>(width), static_cast<std::uint64_t>(height == 0 ? 1 : height),
+                                     static_cast<std::uint64_t>(depth == 0 ? 1 : depth),
+                                     static_cast<std::uint64_t>(channels == 0 ? 1 : channels)}) {
+    if (__builtin_mul_overflow(bytes, factor, &bytes)) return UINT64_MAX;
+  }
+  return bytes;
 }
 
 // The checks every hook starts with. Returns true with `rc` set when the call must not proceed.
@@ -718,7 +728,10 @@ CUresult do_cuMemAllocPitch_v2(decltype(g_real.cuMemAllocPitch_v2) real, CUdevic
   if (refuse(real, rc)) return rc;
   if (!g_config.memory_limited) return real(dptr, pitch, width, height, element);
   // The driver pads rows; admit the unpadded size first, then the padding.
-  const std::uint64_t base = static_cast<std::uint64_t>(width) * height;
+  std::uint64_t base = 0;
+  if (__builtin_mul_overflow(static_cast<std::uint64_t>(width), static_cast<std::uint64_t>(height), &base)) {
+    return CUDA_ERROR_OUT_OF_MEMORY;  // more than 2^64 bytes
+  }
   if (!admit(base, "cuMemAllocPitch")) return CUDA_ERROR_OUT_OF_MEMORY;
   rc = real(dptr, pitch, width, height, element);
   if (rc != CUDA_SUCCESS) {
@@ -940,52 +953,68 @@ VGPU_EXPORT CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int cud
                                          CUdriverProcAddressQueryResult* status);
 
 VGPU_EXPORT CUresult cuGetProcAddress(const char* symbol, void** pfn, int cuda_version, cuuint64_t flags) {
-  ensure_init();
-  if (g_real.cuGetProcAddress == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
-  const CUresult rc = g_real.cuGetProcAddress(symbol, pfn, cuda_version, flags);
-  if (rc != CUDA_SUCCESS || pfn == nullptr || *pfn == nullptr || symbol == nullptr) return rc;
-  if (std::strcmp(symbol, "cuGetProcAddress") == 0) {
-    *pfn = reinterpret_cast<void*>(cuda_version >= 12000 ? reinterpret_cast<void*>(&cuGetProcAddress_v2)
-                                                         : reinterpret_cast<void*>(&cuGetProcAddress));
-  } else if (void* hook = hook_for_base(symbol, cuda_version, flags)) {
-    *pfn = hook;
+  try {
+    ensure_init();
+    if (g_real.cuGetProcAddress == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
+    const CUresult rc = g_real.cuGetProcAddress(symbol, pfn, cuda_version, flags);
+    if (rc != CUDA_SUCCESS || pfn == nullptr || *pfn == nullptr || symbol == nullptr) return rc;
+    if (std::strcmp(symbol, "cuGetProcAddress") == 0) {
+      *pfn = reinterpret_cast<void*>(cuda_version >= 12000 ? reinterpret_cast<void*>(&cuGetProcAddress_v2)
+                                                           : reinterpret_cast<void*>(&cuGetProcAddress));
+    } else if (void* hook = hook_for_base(symbol, cuda_version, flags)) {
+      *pfn = hook;
+    }
+    return rc;
+  } catch (...) {  // nothing may cross the C ABI
+    return CUDA_ERROR_UNKNOWN;
   }
-  return rc;
 }
 
 VGPU_EXPORT CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int cuda_version, cuuint64_t flags,
                                          CUdriverProcAddressQueryResult* status) {
-  ensure_init();
-  if (g_real.cuGetProcAddress_v2 == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
-  const CUresult rc = g_real.cuGetProcAddress_v2(symbol, pfn, cuda_version, flags, status);
-  if (rc != CUDA_SUCCESS || pfn == nullptr || *pfn == nullptr || symbol == nullptr) return rc;
-  if (std::strcmp(symbol, "cuGetProcAddress") == 0) {
-    *pfn = reinterpret_cast<void*>(&cuGetProcAddress_v2);
-  } else if (void* hook = hook_for_base(symbol, cuda_version, flags)) {
-    *pfn = hook;
+  try {
+    ensure_init();
+    if (g_real.cuGetProcAddress_v2 == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
+    const CUresult rc = g_real.cuGetProcAddress_v2(symbol, pfn, cuda_version, flags, status);
+    if (rc != CUDA_SUCCESS || pfn == nullptr || *pfn == nullptr || symbol == nullptr) return rc;
+    if (std::strcmp(symbol, "cuGetProcAddress") == 0) {
+      *pfn = reinterpret_cast<void*>(&cuGetProcAddress_v2);
+    } else if (void* hook = hook_for_base(symbol, cuda_version, flags)) {
+      *pfn = hook;
+    }
+    return rc;
+  } catch (...) {  // nothing may cross the C ABI
+    return CUDA_ERROR_UNKNOWN;
   }
-  return rc;
 }
 
 VGPU_EXPORT int nvmlDeviceGetMemoryInfo(void* device, NvmlMemory* memory) {
-  ensure_init();
-  auto real = reinterpret_cast<NvmlMemoryFn>(nvml_real("nvmlDeviceGetMemoryInfo", g_nvml_memory));
-  if (real == nullptr) return 12;  // NVML_ERROR_LIBRARY_NOT_FOUND
-  const int rc = real(device, memory);
-  if (rc == 0) virtualise(device, memory);
-  return rc;
+  try {
+    ensure_init();
+    auto real = reinterpret_cast<NvmlMemoryFn>(nvml_real("nvmlDeviceGetMemoryInfo", g_nvml_memory));
+    if (real == nullptr) return 12;  // NVML_ERROR_LIBRARY_NOT_FOUND
+    const int rc = real(device, memory);
+    if (rc == 0) virtualise(device, memory);
+    return rc;
+  } catch (...) {  // nothing may cross the C ABI
+    return 999;  // NVML_ERROR_UNKNOWN
+  }
 }
 
 VGPU_EXPORT int nvmlDeviceGetMemoryInfo_v2(void* device, NvmlMemoryV2* memory) {
-  ensure_init();
-  auto real = reinterpret_cast<NvmlMemoryV2Fn>(nvml_real("nvmlDeviceGetMemoryInfo_v2", g_nvml_memory_v2));
-  if (real == nullptr) return 12;
-  const int rc = real(device, memory);
-  if (rc == 0 && memory != nullptr && g_config.memory_limited && is_my_gpu(device)) {
-    virtualise(device, memory);
-    memory->reserved = 0;
+  try {
+    ensure_init();
+    auto real = reinterpret_cast<NvmlMemoryV2Fn>(nvml_real("nvmlDeviceGetMemoryInfo_v2", g_nvml_memory_v2));
+    if (real == nullptr) return 12;
+    const int rc = real(device, memory);
+    if (rc == 0 && memory != nullptr && g_config.memory_limited && is_my_gpu(device)) {
+      virtualise(device, memory);
+      memory->reserved = 0;
+    }
+    return rc;
+  } catch (...) {  // nothing may cross the C ABI
+    return 999;  // NVML_ERROR_UNKNOWN
   }
-  return rc;
 }
 
 // dlsym() on a handle to libcuda returns our hook for a hooked symbol. The

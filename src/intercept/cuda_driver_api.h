@@ -97,6 +97,10 @@ typedef struct {
      unsigned long long flags),                                                                                     \
     (handle, bytes, prop, flags))                                                                                   \
   X(cuMemRelease, "cuMemRelease", CUresult, (CUmemGenericAllocationHandle handle), (handle))                       \
+  X(cuMemMap, "cuMemMap", CUresult,                                                                                \
+    (CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle, unsigned long long flags),  \
+    (ptr, size, offset, handle, flags))                                                                             \
+  X(cuMemUnmap, "cuMemUnmap", CUresult, (CUdeviceptr ptr, size_t size), (ptr, size))                              \
   X(cuArrayCreate_v2, "cuArrayCreate", CUresult, (CUarray * array, const CUDA_ARRAY_DESCRIPTOR* desc),             \
     (array, desc))                                                                                                  \
   X(cuArray3DCreate_v2, "cuArray3DCreate", CUresult, (CUarray * array, const CUDA_ARRAY3D_DESCRIPTOR* desc),       \

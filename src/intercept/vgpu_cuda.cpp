@@ -23,6 +23,7 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <map>
 #include <mutex>
 #include <pthread.h>
 #include <string>
@@ -769,8 +770,72 @@ CUresult do_cuMemCreate(decltype(g_real.cuMemCreate) real, CUmemGenericAllocatio
   return admitted(real, bytes, "cuMemCreate", [&] { return real(handle, bytes, prop, flags); },
                   [handle] { return *handle; });
 }
+// Physical memory from cuMemCreate stays allocated until its handle is released AND
+// its last mapping is unmapped: cuMemRelease while mapped (llama.cpp's VMM pool does
+// it) gives nothing back yet. Mappings are kept by start address.
+struct VmmHandle {
+  std::uint32_t mappings = 0;
+  bool released = false;
+};
+std::mutex g_vmm_mutex;
+std::unordered_map<unsigned long long, VmmHandle>& vmm_handles() {
+  static auto* m = new std::unordered_map<unsigned long long, VmmHandle>();  // outlives static destruction
+  return *m;
+}
+std::map<unsigned long long, std::pair<unsigned long long, std::uint64_t>>& vmm_mappings() {  // ptr -> (handle, size)
+  static auto* m = new std::map<unsigned long long, std::pair<unsigned long long, std::uint64_t>>();
+  return *m;
+}
+
 CUresult do_cuMemRelease(decltype(g_real.cuMemRelease) real, CUmemGenericAllocationHandle handle) {
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (g_config.memory_limited) {
+    std::lock_guard<std::mutex> lock(g_vmm_mutex);
+    auto it = vmm_handles().find(handle);
+    if (it != vmm_handles().end() && it->second.mappings > 0) {
+      rc = real(handle);
+      if (rc == CUDA_SUCCESS) it->second.released = true;  // counted until the last unmap
+      return rc;
+    }
+    vmm_handles().erase(handle);
+  }
   return free_like(real, handle, [&] { return real(handle); });
+}
+CUresult do_cuMemMap(decltype(g_real.cuMemMap) real, CUdeviceptr ptr, size_t size, size_t offset,
+                     CUmemGenericAllocationHandle handle, unsigned long long flags) {
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  rc = real(ptr, size, offset, handle, flags);
+  if (rc != CUDA_SUCCESS || !g_config.memory_limited) return rc;
+  std::lock_guard<std::mutex> lock(g_vmm_mutex);
+  ++vmm_handles()[handle].mappings;
+  vmm_mappings()[ptr] = {handle, size};
+  return rc;
+}
+CUresult do_cuMemUnmap(decltype(g_real.cuMemUnmap) real, CUdeviceptr ptr, size_t size) {
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  rc = real(ptr, size);
+  if (rc != CUDA_SUCCESS || !g_config.memory_limited) return rc;
+  std::vector<unsigned long long> freed;  // handles released whose last mapping went
+  {
+    std::lock_guard<std::mutex> lock(g_vmm_mutex);
+    auto& mappings = vmm_mappings();
+    for (auto it = mappings.lower_bound(ptr); it != mappings.end() && it->first < ptr + size;) {
+      const unsigned long long handle = it->second.first;
+      it = mappings.erase(it);
+      auto h = vmm_handles().find(handle);
+      if (h == vmm_handles().end()) continue;
+      if (h->second.mappings > 0) --h->second.mappings;
+      if (h->second.mappings == 0 && h->second.released) {
+        vmm_handles().erase(h);
+        freed.push_back(handle);
+      }
+    }
+  }
+  for (const unsigned long long handle : freed) release(forget(handle));
+  return rc;
 }
 CUresult do_cuArrayCreate_v2(decltype(g_real.cuArrayCreate_v2) real, CUarray* array, const CUDA_ARRAY_DESCRIPTOR* d) {
   if (d == nullptr) return pass(real, [&] { return real(array, d); });

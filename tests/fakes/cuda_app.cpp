@@ -34,6 +34,9 @@ CUresult cuMemAllocAsync(CUdeviceptr*, size_t, CUstream);
 CUresult cuMemFree_v2(CUdeviceptr);
 CUresult cuMemCreate(CUmemGenericAllocationHandle*, size_t, const CUmemAllocationProp*, unsigned long long);
 CUresult cuArrayCreate_v2(CUarray*, const CUDA_ARRAY_DESCRIPTOR*);
+CUresult cuMemRelease(CUmemGenericAllocationHandle);
+CUresult cuMemMap(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long);
+CUresult cuMemUnmap(CUdeviceptr, size_t);
 CUresult cuMemGetInfo_v2(size_t*, size_t*);
 CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
                         void**, void**);
@@ -56,6 +59,9 @@ struct Api {
   CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
                      void**, void**) = nullptr;
   CUresult (*sync)(CUstream) = nullptr;
+  CUresult (*release)(CUmemGenericAllocationHandle) = nullptr;
+  CUresult (*map)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long) = nullptr;
+  CUresult (*unmap)(CUdeviceptr, size_t) = nullptr;
 };
 
 template <class F>
@@ -74,8 +80,9 @@ Api bind(const std::string& mode) {
   Api api;
   if (mode == "direct") {
 #ifdef CUDA_APP_LINKED
-    api = Api{&cuInit, &cuMemAlloc_v2, &cuMemAllocPitch_v2, &cuMemAllocManaged, &cuMemAllocAsync, &cuMemFree_v2,
-              &cuMemCreate, &cuArrayCreate_v2, &cuMemGetInfo_v2, &cuLaunchKernel, &cuStreamSynchronize};
+    api = Api{&cuInit,           &cuMemAlloc_v2,  &cuMemAllocPitch_v2, &cuMemAllocManaged, &cuMemAllocAsync,
+              &cuMemFree_v2,     &cuMemCreate,    &cuArrayCreate_v2,   &cuMemGetInfo_v2,   &cuLaunchKernel,
+              &cuStreamSynchronize, &cuMemRelease, &cuMemMap,          &cuMemUnmap};
     return api;
 #else
     std::printf("this build is not linked against libcuda; use dlsym or getproc\n");
@@ -99,6 +106,9 @@ Api bind(const std::string& mode) {
     load(api.info, handle, "cuMemGetInfo_v2");
     load(api.launch, handle, "cuLaunchKernel");
     load(api.sync, handle, "cuStreamSynchronize");
+    load(api.release, handle, "cuMemRelease");
+    load(api.map, handle, "cuMemMap");
+    load(api.unmap, handle, "cuMemUnmap");
     return api;
   }
   using GetProc = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
@@ -121,6 +131,9 @@ Api bind(const std::string& mode) {
   get(api.info, getproc, "cuMemGetInfo", every);
   get(api.launch, getproc, "cuLaunchKernel", every | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
   get(api.sync, getproc, "cuStreamSynchronize", every);
+  get(api.release, getproc, "cuMemRelease", every);
+  get(api.map, getproc, "cuMemMap", every);
+  get(api.unmap, getproc, "cuMemUnmap", every);
   return api;
 }
 
@@ -138,6 +151,7 @@ int main(int argc, char** argv) {
   const Api api = bind(argv[1]);
   std::printf("init %s\n", result(api.init(0)));
   std::vector<CUdeviceptr> blocks;
+  std::vector<std::pair<CUdeviceptr, unsigned long long>> mapped;  // vmmhold's mappings
   for (int i = 2; i < argc; ++i) {
     const std::string op = argv[i];
     const auto colon = op.find(':');
@@ -201,6 +215,22 @@ int main(int argc, char** argv) {
       const double gpu_ms = static_cast<double>(kernels) * static_cast<double>(us) / 1000.0;
       std::printf("busy %s kernels=%llu gpu_ms=%.1f wall_ms=%.1f share=%.3f\n", result(rc), kernels, gpu_ms, elapsed_ms,
                   gpu_ms / elapsed_ms);
+    } else if (name == "vmmhold") {
+      // llama.cpp's VMM pool: create, map, then release the handle while it stays mapped.
+      CUmemGenericAllocationHandle h = 0;
+      CUresult rc = api.create(&h, n, nullptr, 0);
+      const CUdeviceptr va = 0x7f0000000000ULL + mapped.size() * 0x100000000ULL;
+      if (rc == CUDA_SUCCESS) rc = api.map(va, n, 0, h, 0);
+      if (rc == CUDA_SUCCESS) rc = api.release(h);
+      if (rc == CUDA_SUCCESS) mapped.emplace_back(va, n);
+      std::printf("vmmhold %s\n", result(rc));
+    } else if (name == "unmapall") {
+      CUresult rc = CUDA_SUCCESS;
+      for (const auto& [va, size] : mapped) {
+        if (rc == CUDA_SUCCESS) rc = api.unmap(va, size);
+      }
+      mapped.clear();
+      std::printf("unmapall %s\n", result(rc));
     } else if (name == "race") {
       // Two threads allocate and free 4 KiB n times each: the driver reuses addresses
       // between them, as a multi-threaded server's allocations do.

@@ -172,7 +172,41 @@ CUresult cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream) { return release(p); }
 CUresult cuMemCreate(CUmemGenericAllocationHandle* h, size_t n, const CUmemAllocationProp*, unsigned long long) {
   return allocate(h, n);
 }
-CUresult cuMemRelease(CUmemGenericAllocationHandle h) { return release(h); }
+// As the real driver: physical memory lives until the handle is released and its
+// last mapping is unmapped, in either order.
+std::map<unsigned long long, unsigned> g_handle_mappings;          // handle -> mappings
+std::map<unsigned long long, bool> g_handle_released;              // released while mapped
+std::map<unsigned long long, unsigned long long> g_mapping_handle;  // ptr -> handle
+CUresult cuMemRelease(CUmemGenericAllocationHandle h) {
+  {
+    std::lock_guard lock(g_mutex);
+    if (g_handle_mappings[h] > 0) {
+      g_handle_released[h] = true;
+      return CUDA_SUCCESS;
+    }
+  }
+  return release(h);
+}
+CUresult cuMemMap(CUdeviceptr ptr, size_t, size_t, CUmemGenericAllocationHandle h, unsigned long long) {
+  std::lock_guard lock(g_mutex);
+  if (g_allocations.count(h) == 0 || g_handle_released[h]) return CUDA_ERROR_INVALID_VALUE;
+  ++g_handle_mappings[h];
+  g_mapping_handle[ptr] = h;
+  return CUDA_SUCCESS;
+}
+CUresult cuMemUnmap(CUdeviceptr ptr, size_t) {
+  unsigned long long h = 0;
+  {
+    std::lock_guard lock(g_mutex);
+    auto it = g_mapping_handle.find(ptr);
+    if (it == g_mapping_handle.end()) return CUDA_ERROR_INVALID_VALUE;
+    h = it->second;
+    g_mapping_handle.erase(it);
+    if (--g_handle_mappings[h] > 0 || !g_handle_released[h]) return CUDA_SUCCESS;
+    g_handle_released.erase(h);
+  }
+  return release(h);
+}
 CUresult cuArrayCreate_v2(CUarray* a, const CUDA_ARRAY_DESCRIPTOR* d) {
   unsigned long long h = 0;
   const CUresult rc = allocate(&h, d->Width * (d->Height == 0 ? 1 : d->Height) * 4 * d->NumChannels);
@@ -287,6 +321,8 @@ static const Entry kEntries[] = {
     {"cuMemFreeAsync", "cuMemFreeAsync", FAKE_FN(cuMemFreeAsync), FAKE_FN(cuMemFreeAsync_ptsz)},
     {"cuMemCreate", "cuMemCreate", FAKE_FN(cuMemCreate), nullptr},
     {"cuMemRelease", "cuMemRelease", FAKE_FN(cuMemRelease), nullptr},
+    {"cuMemMap", "cuMemMap", FAKE_FN(cuMemMap), nullptr},
+    {"cuMemUnmap", "cuMemUnmap", FAKE_FN(cuMemUnmap), nullptr},
     {"cuArrayCreate", "cuArrayCreate_v2", FAKE_FN(cuArrayCreate_v2), nullptr},
     {"cuArray3DCreate", "cuArray3DCreate_v2", FAKE_FN(cuArray3DCreate_v2), nullptr},
     {"cuArrayDestroy", "cuArrayDestroy", FAKE_FN(cuArrayDestroy), nullptr},

@@ -137,6 +137,14 @@ TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
   std::filesystem::remove(hold_out);
 }
 
+TEST_P(EveryWayIn, MemoryReleasedWhileMappedStaysCountedUntilUnmapped) {
+  // cuMemRelease while the memory is still mapped frees nothing (llama.cpp's VMM pool does
+  // this): the 600 KB stay counted until the last cuMemUnmap.
+  const AppRun r = run(GetParam(), "vmmhold:600000 alloc:600000 unmapall alloc:600000 info",
+                       "VGPU_MEMORY_LIMIT=1000000 VGPU_LOG_LEVEL=error");
+  EXPECT_EQ(r.out, "init ok\nvmmhold ok\nalloc oom\nunmapall ok\nalloc ok\ninfo ok free=400000 total=1000000\n");
+}
+
 TEST(Intercept, MemGetInfoNeverReportsMoreThanTheDeviceHas) {
   // A 100 GB limit (an oversubscribed slice) on the fake's 80 GB device.
   const AppRun r = run("dlsym", "info", "VGPU_MEMORY_LIMIT=100000000000 VGPU_LOG_LEVEL=error");

@@ -46,7 +46,7 @@ export VGPU_VALIDATE_PYTHON=/usr/bin/python3
 
 # 1. The whole quick run; torch_limits is made to hang and must be cut off at 3 s.
 status=0
-VGPU_VALIDATE_HANG=torch_limits timeout 300 "$bundle/gpu-validate" --quick --limit setup=300 \
+VGPU_VALIDATE_HANG=torch_limits timeout 300 /usr/bin/python3 "$bundle/gpu-validate" --quick --limit setup=300 \
   --limit torch_limits=3 "$work/out" >"$work/run.log" 2>&1 || status=$?
 cat "$work/run.log"
 [[ $status -eq 1 ]] || fail "gpu-validate exited $status; a timed-out check must make it exit 1"
@@ -79,7 +79,7 @@ pgrep -f "sleep 3599" >/dev/null && fail "the hung check's process was left runn
 # 2. nvidia-smi disagreeing with NVML (another temperature) is a failure naming the field.
 sed 's/"temperature": 45/"temperature": 60/' "$FAKE_NVML_CONFIG" >"$work/smi.json"
 status=0
-FAKE_NVIDIA_SMI_CONFIG="$work/smi.json" "$bundle/gpu-validate" --quick --limit setup=300 --only nvml_vs_smi \
+FAKE_NVIDIA_SMI_CONFIG="$work/smi.json" /usr/bin/python3 "$bundle/gpu-validate" --quick --limit setup=300 --only nvml_vs_smi \
   "$work/out2" >/dev/null 2>&1 || status=$?
 [[ $status -eq 1 ]] || fail "a disagreement with nvidia-smi must make gpu-validate exit 1 (got $status)"
 /usr/bin/python3 - "$work/out2/gpu-validation.json" <<'PY'

@@ -34,6 +34,25 @@ unsigned long long g_next = 0x10000;
 std::size_t g_used = 0;
 std::atomic<unsigned long long> g_launches{0};
 
+// FAKE_CUDA_FAIL=NAME[:N] makes NAME fail with CUDA_ERROR_OUT_OF_MEMORY after N
+// successful calls (default 0), as cuMemCreate does when the GPU is full.
+std::map<std::string, int> g_call_counts;
+bool injected_failure(const char* name) {
+  const char* spec = std::getenv("FAKE_CUDA_FAIL");
+  if (spec == nullptr) return false;
+  const std::string text(spec);
+  const auto colon = text.find(':');
+  if (text.substr(0, colon) != name) return false;
+  const int after = colon == std::string::npos ? 0 : std::atoi(text.c_str() + colon + 1);
+  std::lock_guard lock(g_mutex);
+  static std::string counted_for;  // a new FAKE_CUDA_FAIL starts its count afresh
+  if (counted_for != text) {
+    g_call_counts.clear();
+    counted_for = text;
+  }
+  return g_call_counts[name]++ >= after;
+}
+
 // ---- the simulated device timeline ----
 std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -170,6 +189,7 @@ CUresult cuMemFree_v2(CUdeviceptr p) { return release(p); }
 CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return release(p); }
 CUresult cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream) { return release(p); }
 CUresult cuMemCreate(CUmemGenericAllocationHandle* h, size_t n, const CUmemAllocationProp*, unsigned long long) {
+  if (injected_failure("cuMemCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
   return allocate(h, n);
 }
 // As the real driver: physical memory lives until the handle is released and its
@@ -307,6 +327,80 @@ struct Entry {
   void* fn;
   void* ptsz;
 };
+
+// ---- what GPUMemoryManager's CUDA backing calls (dlsym'd by name; argument types
+// only need the real ABI: pointers and integers) ----
+namespace {
+int g_primary_refs = 0;
+std::map<unsigned long long, unsigned long long> g_reservations;  // va -> size
+unsigned long long g_next_va = 0x7e0000000000ULL;
+}  // namespace
+
+CUresult cuDeviceGet(int* device, int ordinal) {
+  if (device == nullptr || ordinal != 0) return CUDA_ERROR_INVALID_VALUE;
+  *device = 0;
+  return CUDA_SUCCESS;
+}
+CUresult cuDevicePrimaryCtxRetain(void** context, int) {
+  if (injected_failure("cuDevicePrimaryCtxRetain")) return CUDA_ERROR_OUT_OF_MEMORY;
+  std::lock_guard lock(g_mutex);
+  ++g_primary_refs;
+  *context = &g_primary_refs;
+  return CUDA_SUCCESS;
+}
+CUresult cuDevicePrimaryCtxRelease_v2(int) {
+  std::lock_guard lock(g_mutex);
+  if (g_primary_refs == 0) return CUDA_ERROR_INVALID_VALUE;
+  --g_primary_refs;
+  return CUDA_SUCCESS;
+}
+CUresult cuCtxSetCurrent(void*) { return CUDA_SUCCESS; }
+CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+CUresult cuGetErrorString(CUresult, const char** text) {
+  if (text != nullptr) *text = "fake error";
+  return CUDA_SUCCESS;
+}
+CUresult cuMemGetAllocationGranularity(size_t* granularity, const void*, int) {
+  if (injected_failure("cuMemGetAllocationGranularity")) return CUDA_ERROR_OUT_OF_MEMORY;
+  *granularity = 2ULL << 20;
+  return CUDA_SUCCESS;
+}
+CUresult cuMemAddressReserve(unsigned long long* va, size_t size, size_t, unsigned long long, unsigned long long) {
+  if (injected_failure("cuMemAddressReserve")) return CUDA_ERROR_OUT_OF_MEMORY;
+  std::lock_guard lock(g_mutex);
+  *va = g_next_va;
+  g_next_va += (size + 0xffffffULL) & ~0xffffffULL;
+  g_reservations[*va] = size;
+  return CUDA_SUCCESS;
+}
+CUresult cuMemAddressFree(unsigned long long va, size_t) {
+  std::lock_guard lock(g_mutex);
+  return g_reservations.erase(va) == 1 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+CUresult cuMemSetAccess(unsigned long long, size_t, const void*, size_t) {
+  return injected_failure("cuMemSetAccess") ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
+}
+CUresult cuMemcpyDtoD_v2(unsigned long long, unsigned long long, size_t) { return CUDA_SUCCESS; }
+CUresult cuMemcpyDtoH_v2(void*, unsigned long long, size_t) { return CUDA_SUCCESS; }
+CUresult cuMemcpyHtoD_v2(unsigned long long, const void*, size_t) { return CUDA_SUCCESS; }
+
+// Probes for tests (dlsym'd from the fake): what the process still holds of the driver.
+int fake_cuda_primary_context_refs() {
+  std::lock_guard lock(g_mutex);
+  return g_primary_refs;
+}
+std::size_t fake_cuda_live_allocations() {
+  std::lock_guard lock(g_mutex);
+  return g_allocations.size();
+}
+std::size_t fake_cuda_reservations() {
+  std::lock_guard lock(g_mutex);
+  return g_reservations.size();
+}
+std::size_t fake_cuda_mappings() {
+  std::lock_guard lock(g_mutex);
+  return g_mapping_handle.size();
+}
 
 #define FAKE_FN(f) reinterpret_cast<void*>(&f)
 static const Entry kEntries[] = {

@@ -582,7 +582,8 @@ inline void ensure_init() { pthread_once(&g_once, init); }
 std::uint64_t limit() { return __atomic_load_n(&g_region->memory_limit, __ATOMIC_ACQUIRE); }
 std::uint64_t used() { return __atomic_load_n(&g_region->used_bytes, __ATOMIC_ACQUIRE); }
 
-bool admit(std::uint64_t bytes, const char* call) {
+// Charges `bytes` to the slice if they fit (reclaiming dead processes' shares once).
+bool try_admit(std::uint64_t bytes) {
   vgpu_shm_slot* slot = my_slot();
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::uint64_t current = used();
@@ -596,9 +597,23 @@ bool admit(std::uint64_t bytes, const char* call) {
     }
     reclaim_dead_slots();  // a crashed process may still hold some
   }
+  return false;
+}
+
+void log_refusal(std::uint64_t bytes, const char* call) {
   log(Level::warn, "%s of %llu bytes refused: %llu of %llu in use on this vGPU (CUDA_ERROR_OUT_OF_MEMORY)", call,
       static_cast<unsigned long long>(bytes), static_cast<unsigned long long>(used()),
       static_cast<unsigned long long>(limit()));
+}
+
+std::uint64_t reconcile_pools(bool trim);  // below, with the stream-ordered pools
+
+// Admission: what fits is charged; before refusing, the process's stream-ordered pools
+// are trimmed and what they let go is given back, then it looks once more.
+bool admit(std::uint64_t bytes, const char* call) {
+  if (try_admit(bytes)) return true;
+  if (reconcile_pools(/*trim=*/true) != 0 && try_admit(bytes)) return true;
+  log_refusal(bytes, call);
   return false;
 }
 
@@ -752,18 +767,160 @@ CUresult do_cuMemAllocManaged(decltype(g_real.cuMemAllocManaged) real, CUdevicep
                               unsigned int flags) {
   return alloc_like(real, dptr, bytes, "cuMemAllocManaged", [&] { return real(dptr, bytes, flags); });
 }
+// ---- stream-ordered pools ----
+// cuMemFreeAsync gives a block back to its pool, and a pool keeps freed memory up to
+// its release threshold: PyTorch's cudaMallocAsync backend, RMM and CuPy set it to
+// the maximum, so the memory stays on the GPU. Such bytes stay charged to the slice
+// ("pool-held") and are used first by the process's next stream-ordered allocations.
+// They are given back when the pools are seen to hold less: cuMemGetInfo and every
+// refused admission read what the pools really reserve (CU_MEMPOOL_ATTR_RESERVED_MEM_
+// CURRENT, less the live stream-ordered blocks), and a refusal first trims the pools
+// (cuMemPoolTrimTo), as the driver would under memory pressure.
+constexpr int kPoolAttrReservedCurrent = 5;  // CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT
+using CtxGetDeviceFn = CUresult (*)(CUdevice*);
+using DeviceGetMemPoolFn = CUresult (*)(CUmemoryPool*, CUdevice);
+using PoolTrimFn = CUresult (*)(CUmemoryPool, size_t);
+using PoolGetAttributeFn = CUresult (*)(CUmemoryPool, int, void*);
+
+struct PoolBook {
+  std::mutex mutex;
+  std::uint64_t held = 0;        // freed into pools, still charged
+  std::uint64_t live = 0;        // stream-ordered blocks alive, charged
+  std::vector<CUmemoryPool> pools;  // explicit pools seen (cuMemAllocFromPoolAsync)
+  CtxGetDeviceFn ctx_device = nullptr;
+  DeviceGetMemPoolFn device_pool = nullptr;
+  PoolTrimFn trim = nullptr;
+  PoolGetAttributeFn get_attribute = nullptr;
+  bool resolved = false;
+};
+PoolBook& pool_book() {
+  static auto* b = new PoolBook();  // outlives static destruction
+  return *b;
+}
+
+// What the process's pools reserve now (after trimming them when `trim`), or -1
+// when the driver cannot tell. Called with the book's mutex held.
+long double pools_reserved_locked(PoolBook& b, bool trim) {
+  if (!b.resolved) {
+    const DlsymFn lookup = real_dlsym();
+    b.ctx_device = reinterpret_cast<CtxGetDeviceFn>(lookup(g_libcuda, "cuCtxGetDevice"));
+    b.device_pool = reinterpret_cast<DeviceGetMemPoolFn>(lookup(g_libcuda, "cuDeviceGetMemPool"));
+    b.trim = reinterpret_cast<PoolTrimFn>(lookup(g_libcuda, "cuMemPoolTrimTo"));
+    b.get_attribute = reinterpret_cast<PoolGetAttributeFn>(lookup(g_libcuda, "cuMemPoolGetAttribute"));
+    b.resolved = true;
+  }
+  if (b.ctx_device == nullptr || b.device_pool == nullptr || b.get_attribute == nullptr) return -1;
+  std::vector<CUmemoryPool> pools = b.pools;
+  CUdevice device = 0;
+  CUmemoryPool current = nullptr;
+  if (b.ctx_device(&device) == CUDA_SUCCESS && b.device_pool(&current, device) == CUDA_SUCCESS && current != nullptr &&
+      std::find(pools.begin(), pools.end(), current) == pools.end()) {
+    pools.push_back(current);
+  }
+  long double reserved = 0;
+  for (CUmemoryPool pool : pools) {
+    if (trim && b.trim != nullptr) (void)b.trim(pool, 0);
+    cuuint64_t value = 0;
+    if (b.get_attribute(pool, kPoolAttrReservedCurrent, &value) != CUDA_SUCCESS) return -1;
+    reserved += static_cast<long double>(value);
+  }
+  return reserved;
+}
+
+// Lowers the pool-held charge to what the pools really keep; returns the bytes given back.
+std::uint64_t reconcile_pools(bool trim) {
+  PoolBook& b = pool_book();
+  std::uint64_t give_back = 0;
+  {
+    std::lock_guard<std::mutex> lock(b.mutex);
+    if (b.held == 0) return 0;
+    const long double reserved = pools_reserved_locked(b, trim);
+    if (reserved < 0) return 0;
+    const long double cached = reserved > static_cast<long double>(b.live) ? reserved - static_cast<long double>(b.live) : 0;
+    if (cached < static_cast<long double>(b.held)) {
+      give_back = b.held - static_cast<std::uint64_t>(cached);
+      b.held -= give_back;
+    }
+  }
+  if (give_back != 0) release(give_back);
+  return give_back;
+}
+
+// A stream-ordered allocation: pool-held bytes first, then admission (trimming the
+// pools before refusing).
+template <class Invoke>
+CUresult pooled_alloc(CUdeviceptr* dptr, std::uint64_t bytes, const char* call, CUmemoryPool explicit_pool,
+                      Invoke&& invoke) {
+  PoolBook& b = pool_book();
+  std::uint64_t taken = 0;
+  {
+    std::lock_guard<std::mutex> lock(b.mutex);
+    if (explicit_pool != nullptr && std::find(b.pools.begin(), b.pools.end(), explicit_pool) == b.pools.end()) {
+      b.pools.push_back(explicit_pool);
+    }
+    taken = std::min(b.held, bytes);
+    b.held -= taken;
+  }
+  const std::uint64_t need = bytes - taken;
+  auto put_back = [&] {
+    std::lock_guard<std::mutex> lock(b.mutex);
+    b.held += taken;
+  };
+  if (need != 0 && !try_admit(need)) {
+    // Give the pools' idle memory back to the device, and to the slice, then look again.
+    put_back();
+    taken = 0;
+    if (reconcile_pools(/*trim=*/true) == 0) {
+      log_refusal(need, call);
+      return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    return pooled_alloc(dptr, bytes, call, explicit_pool, std::forward<Invoke>(invoke));
+  }
+  const CUresult rc = invoke();
+  if (rc != CUDA_SUCCESS) {
+    if (need != 0) release(need);
+    put_back();
+    return rc;
+  }
+  remember(*dptr, bytes);
+  std::lock_guard<std::mutex> lock(b.mutex);
+  b.live += bytes;
+  return rc;
+}
+
 CUresult do_cuMemAllocAsync(decltype(g_real.cuMemAllocAsync) real, CUdeviceptr* dptr, size_t bytes, CUstream s) {
-  return alloc_like(real, dptr, bytes, "cuMemAllocAsync", [&] { return real(dptr, bytes, s); });
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (!g_config.memory_limited) return real(dptr, bytes, s);
+  return pooled_alloc(dptr, bytes, "cuMemAllocAsync", nullptr, [&] { return real(dptr, bytes, s); });
 }
 CUresult do_cuMemAllocFromPoolAsync(decltype(g_real.cuMemAllocFromPoolAsync) real, CUdeviceptr* dptr, size_t bytes,
                                     CUmemoryPool pool, CUstream s) {
-  return alloc_like(real, dptr, bytes, "cuMemAllocFromPoolAsync", [&] { return real(dptr, bytes, pool, s); });
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (!g_config.memory_limited) return real(dptr, bytes, pool, s);
+  return pooled_alloc(dptr, bytes, "cuMemAllocFromPoolAsync", pool, [&] { return real(dptr, bytes, pool, s); });
 }
 CUresult do_cuMemFree_v2(decltype(g_real.cuMemFree_v2) real, CUdeviceptr dptr) {
   return free_like(real, dptr, [&] { return real(dptr); });
 }
+// The block goes back to its pool, which may keep it: its bytes stay charged as
+// pool-held (see "stream-ordered pools" above) instead of returning to the slice.
 CUresult do_cuMemFreeAsync(decltype(g_real.cuMemFreeAsync) real, CUdeviceptr dptr, CUstream s) {
-  return free_like(real, dptr, [&] { return real(dptr, s); });
+  CUresult rc = CUDA_SUCCESS;
+  if (refuse(real, rc)) return rc;
+  if (!g_config.memory_limited) return real(dptr, s);
+  const std::uint64_t bytes = forget(dptr);
+  rc = real(dptr, s);
+  if (rc != CUDA_SUCCESS) {
+    if (bytes != 0) remember(dptr, bytes);
+    return rc;
+  }
+  PoolBook& b = pool_book();
+  std::lock_guard<std::mutex> lock(b.mutex);
+  b.live -= std::min(b.live, bytes);
+  b.held += bytes;
+  return rc;
 }
 CUresult do_cuMemCreate(decltype(g_real.cuMemCreate) real, CUmemGenericAllocationHandle* handle, size_t bytes,
                         const CUmemAllocationProp* prop, unsigned long long flags) {
@@ -856,6 +1013,7 @@ CUresult do_cuMemGetInfo_v2(decltype(g_real.cuMemGetInfo_v2) real, size_t* free_
   if (refuse(real, rc)) return rc;
   rc = real(free_bytes, total_bytes);
   if (rc != CUDA_SUCCESS || !g_config.memory_limited) return rc;
+  (void)reconcile_pools(/*trim=*/false);  // pools that let memory go no longer count
   // The vGPU's limit is the device's memory; what the slice has left is what is free.
   const std::uint64_t cap = limit();
   const std::uint64_t in_use = used();

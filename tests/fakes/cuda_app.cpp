@@ -35,6 +35,7 @@ CUresult cuMemFree_v2(CUdeviceptr);
 CUresult cuMemCreate(CUmemGenericAllocationHandle*, size_t, const CUmemAllocationProp*, unsigned long long);
 CUresult cuArrayCreate_v2(CUarray*, const CUDA_ARRAY_DESCRIPTOR*);
 CUresult cuMemRelease(CUmemGenericAllocationHandle);
+CUresult cuMemFreeAsync(CUdeviceptr, CUstream);
 CUresult cuMemMap(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long);
 CUresult cuMemUnmap(CUdeviceptr, size_t);
 CUresult cuMemGetInfo_v2(size_t*, size_t*);
@@ -60,6 +61,7 @@ struct Api {
                      void**, void**) = nullptr;
   CUresult (*sync)(CUstream) = nullptr;
   CUresult (*release)(CUmemGenericAllocationHandle) = nullptr;
+  CUresult (*free_async)(CUdeviceptr, CUstream) = nullptr;
   CUresult (*map)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long) = nullptr;
   CUresult (*unmap)(CUdeviceptr, size_t) = nullptr;
 };
@@ -82,7 +84,7 @@ Api bind(const std::string& mode) {
 #ifdef CUDA_APP_LINKED
     api = Api{&cuInit,           &cuMemAlloc_v2,  &cuMemAllocPitch_v2, &cuMemAllocManaged, &cuMemAllocAsync,
               &cuMemFree_v2,     &cuMemCreate,    &cuArrayCreate_v2,   &cuMemGetInfo_v2,   &cuLaunchKernel,
-              &cuStreamSynchronize, &cuMemRelease, &cuMemMap,          &cuMemUnmap};
+              &cuStreamSynchronize, &cuMemRelease, &cuMemFreeAsync,   &cuMemMap,          &cuMemUnmap};
     return api;
 #else
     std::printf("this build is not linked against libcuda; use dlsym or getproc\n");
@@ -107,6 +109,7 @@ Api bind(const std::string& mode) {
     load(api.launch, handle, "cuLaunchKernel");
     load(api.sync, handle, "cuStreamSynchronize");
     load(api.release, handle, "cuMemRelease");
+    load(api.free_async, handle, "cuMemFreeAsync");
     load(api.map, handle, "cuMemMap");
     load(api.unmap, handle, "cuMemUnmap");
     return api;
@@ -132,6 +135,7 @@ Api bind(const std::string& mode) {
   get(api.launch, getproc, "cuLaunchKernel", every | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
   get(api.sync, getproc, "cuStreamSynchronize", every);
   get(api.release, getproc, "cuMemRelease", every);
+  get(api.free_async, getproc, "cuMemFreeAsync", every | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
   get(api.map, getproc, "cuMemMap", every);
   get(api.unmap, getproc, "cuMemUnmap", every);
   return api;
@@ -231,6 +235,20 @@ int main(int argc, char** argv) {
       }
       mapped.clear();
       std::printf("unmapall %s\n", result(rc));
+    } else if (name == "poolhigh") {
+      // As PyTorch's cudaMallocAsync backend does: the default pool never gives memory back.
+      auto get_pool = reinterpret_cast<CUresult (*)(CUmemoryPool*, int)>(::dlsym(RTLD_DEFAULT, "cuDeviceGetDefaultMemPool"));
+      auto set = reinterpret_cast<CUresult (*)(CUmemoryPool, int, void*)>(::dlsym(RTLD_DEFAULT, "cuMemPoolSetAttribute"));
+      CUmemoryPool pool = nullptr;
+      cuuint64_t threshold = ~0ULL;
+      CUresult rc = get_pool != nullptr && set != nullptr ? get_pool(&pool, 0) : CUDA_ERROR_NOT_FOUND;
+      if (rc == CUDA_SUCCESS) rc = set(pool, 4, &threshold);  // CU_MEMPOOL_ATTR_RELEASE_THRESHOLD
+      std::printf("poolhigh %s\n", result(rc));
+    } else if (name == "freeasync") {
+      std::printf("freeasync %s\n", n < blocks.size() ? result(api.free_async(blocks[n], nullptr)) : "bad-index");
+    } else if (name == "drvused") {
+      auto used = reinterpret_cast<std::size_t (*)()>(::dlsym(RTLD_DEFAULT, "fake_cuda_device_used"));
+      std::printf("drvused %zu\n", used != nullptr ? used() : 0);
     } else if (name == "race") {
       // Two threads allocate and free 4 KiB n times each: the driver reuses addresses
       // between them, as a multi-threaded server's allocations do.

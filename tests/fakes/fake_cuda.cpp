@@ -182,12 +182,95 @@ CUresult cuMemAllocPitch_v2(CUdeviceptr* p, size_t* pitch, size_t width, size_t 
   return allocate(p, *pitch * height);
 }
 CUresult cuMemAllocManaged(CUdeviceptr* p, size_t n, unsigned int) { return allocate(p, n); }
-CUresult cuMemAllocAsync(CUdeviceptr* p, size_t n, CUstream) { return allocate(p, n); }
-CUresult cuMemAllocAsync_ptsz(CUdeviceptr* p, size_t n, CUstream) { return allocate(p, n); }
-CUresult cuMemAllocFromPoolAsync(CUdeviceptr* p, size_t n, CUmemoryPool, CUstream) { return allocate(p, n); }
+// Stream-ordered pools as the real driver keeps them: a freed block goes back to its
+// pool, which keeps it (reserved) while it holds no more than its release threshold
+// (default 0: let go at once); later allocations reuse kept memory first;
+// cuMemPoolTrimTo gives kept memory back to the device.
+struct FakePool {
+  unsigned long long threshold = 0;
+  unsigned long long reserved = 0;  // device memory the pool holds: live blocks + kept
+  unsigned long long kept = 0;
+};
+FakePool g_default_pool;
+std::map<unsigned long long, std::pair<FakePool*, std::size_t>> g_pool_blocks;  // ptr -> (pool, size)
+
+CUresult pool_allocate(FakePool* pool, CUdeviceptr* p, size_t n) {
+  if (p == nullptr || n == 0) return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard lock(g_mutex);
+  if (pool->kept >= n) {
+    pool->kept -= n;
+  } else {
+    const unsigned long long grow = n - pool->kept;
+    if (g_used + grow > capacity()) return CUDA_ERROR_OUT_OF_MEMORY;
+    pool->kept = 0;
+    pool->reserved += grow;
+    g_used += grow;
+  }
+  *p = g_next;
+  g_next += (n + 0xfff) & ~0xfffULL;
+  g_pool_blocks[*p] = {pool, n};
+  return CUDA_SUCCESS;
+}
+void pool_release_beyond(FakePool* pool, unsigned long long keep) {  // g_mutex held
+  if (pool->kept <= keep) return;
+  const unsigned long long drop = pool->kept - keep;
+  pool->kept = keep;
+  pool->reserved -= drop;
+  g_used -= drop;
+}
+CUresult free_async(CUdeviceptr p) {
+  {
+    std::lock_guard lock(g_mutex);
+    auto it = g_pool_blocks.find(p);
+    if (it != g_pool_blocks.end()) {
+      FakePool* pool = it->second.first;
+      pool->kept += it->second.second;
+      g_pool_blocks.erase(it);
+      if (pool->reserved > pool->threshold) pool_release_beyond(pool, pool->threshold > pool->reserved - pool->kept
+                                                                              ? pool->threshold - (pool->reserved - pool->kept)
+                                                                              : 0);
+      return CUDA_SUCCESS;
+    }
+  }
+  return release(p);  // a block from cuMemAlloc
+}
+
+CUresult cuMemAllocAsync(CUdeviceptr* p, size_t n, CUstream) { return pool_allocate(&g_default_pool, p, n); }
+CUresult cuMemAllocAsync_ptsz(CUdeviceptr* p, size_t n, CUstream) { return pool_allocate(&g_default_pool, p, n); }
+CUresult cuMemAllocFromPoolAsync(CUdeviceptr* p, size_t n, CUmemoryPool pool, CUstream) {
+  return pool_allocate(pool != nullptr ? reinterpret_cast<FakePool*>(pool) : &g_default_pool, p, n);
+}
 CUresult cuMemFree_v2(CUdeviceptr p) { return release(p); }
-CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return release(p); }
-CUresult cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream) { return release(p); }
+CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return free_async(p); }
+CUresult cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream) { return free_async(p); }
+CUresult cuCtxGetDevice(int* device) {
+  *device = 0;
+  return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetMemPool(CUmemoryPool* pool, int) {
+  *pool = reinterpret_cast<CUmemoryPool>(&g_default_pool);
+  return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetDefaultMemPool(CUmemoryPool* pool, int device) { return cuDeviceGetMemPool(pool, device); }
+CUresult cuMemPoolSetAttribute(CUmemoryPool pool, int attribute, void* value) {
+  if (attribute != 4) return CUDA_ERROR_INVALID_VALUE;  // only the release threshold
+  std::lock_guard lock(g_mutex);
+  reinterpret_cast<FakePool*>(pool)->threshold = *static_cast<cuuint64_t*>(value);
+  return CUDA_SUCCESS;
+}
+CUresult cuMemPoolGetAttribute(CUmemoryPool pool, int attribute, void* value) {
+  std::lock_guard lock(g_mutex);
+  const FakePool* p = reinterpret_cast<const FakePool*>(pool);
+  if (attribute == 4) *static_cast<cuuint64_t*>(value) = p->threshold;
+  else if (attribute == 5) *static_cast<cuuint64_t*>(value) = p->reserved;  // RESERVED_MEM_CURRENT
+  else return CUDA_ERROR_INVALID_VALUE;
+  return CUDA_SUCCESS;
+}
+CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t keep) {
+  std::lock_guard lock(g_mutex);
+  pool_release_beyond(reinterpret_cast<FakePool*>(pool), keep);
+  return CUDA_SUCCESS;
+}
 CUresult cuMemCreate(CUmemGenericAllocationHandle* h, size_t n, const CUmemAllocationProp*, unsigned long long) {
   if (injected_failure("cuMemCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
   return allocate(h, n);
@@ -388,6 +471,10 @@ CUresult cuMemcpyHtoD_v2(unsigned long long, const void*, size_t) { return CUDA_
 int fake_cuda_primary_context_refs() {
   std::lock_guard lock(g_mutex);
   return g_primary_refs;
+}
+std::size_t fake_cuda_device_used() {
+  std::lock_guard lock(g_mutex);
+  return g_used;
 }
 std::size_t fake_cuda_live_allocations() {
   std::lock_guard lock(g_mutex);

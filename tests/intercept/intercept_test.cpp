@@ -145,6 +145,23 @@ TEST_P(EveryWayIn, MemoryReleasedWhileMappedStaysCountedUntilUnmapped) {
   EXPECT_EQ(r.out, "init ok\nvmmhold ok\nalloc oom\nunmapall ok\nalloc ok\ninfo ok free=400000 total=1000000\n");
 }
 
+TEST_P(EveryWayIn, MemoryAPoolKeepsStaysCountedUntilThePoolLetsItGo) {
+  const std::string env = "VGPU_MEMORY_LIMIT=1000000 VGPU_LOG_LEVEL=error";
+  // A pool that never gives memory back (PyTorch's cudaMallocAsync backend): after an async
+  // alloc+free of 768 KB the pool still holds it. A cudaMalloc of 768 KB fits only once the
+  // pool is trimmed, and then the device really holds 768 KB, not 1.5 MB on a 1 MB slice.
+  AppRun r = run(GetParam(), "poolhigh async:768000 freeasync:0 alloc:768000 drvused info", env);
+  EXPECT_EQ(r.out, "init ok\npoolhigh ok\nasync ok\nfreeasync ok\nalloc ok\ndrvused 768000\n"
+                   "info ok free=232000 total=1000000\n");
+  // The pool's memory serves the next stream-ordered allocation without a second charge.
+  r = run(GetParam(), "poolhigh async:768000 freeasync:0 async:768000 drvused info", env);
+  EXPECT_EQ(r.out, "init ok\npoolhigh ok\nasync ok\nfreeasync ok\nasync ok\ndrvused 768000\n"
+                   "info ok free=232000 total=1000000\n");
+  // A pool that lets memory go at once (the default threshold, 0) returns it to the slice too.
+  r = run(GetParam(), "async:768000 freeasync:0 drvused info", env);
+  EXPECT_EQ(r.out, "init ok\nasync ok\nfreeasync ok\ndrvused 0\ninfo ok free=1000000 total=1000000\n");
+}
+
 TEST(Intercept, MemGetInfoNeverReportsMoreThanTheDeviceHas) {
   // A 100 GB limit (an oversubscribed slice) on the fake's 80 GB device.
   const AppRun r = run("dlsym", "info", "VGPU_MEMORY_LIMIT=100000000000 VGPU_LOG_LEVEL=error");

@@ -142,6 +142,45 @@ pid_t g_slot_pid = 0;
 pid_t g_pid = ::getpid();
 void refresh_pid() { g_pid = ::getpid(); }
 
+// A process's start time (clock ticks since boot, /proc/PID/stat field 22), low 32
+// bits; 0 when it cannot be read.
+std::uint32_t start_time_of(const char* stat_path) {
+  const int fd = ::open(stat_path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char text[1024];
+  const ssize_t n = ::read(fd, text, sizeof text - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  text[n] = '\0';
+  const char* p = std::strrchr(text, ')');  // the command may hold spaces and parentheses
+  if (p == nullptr) return 0;
+  // Fields after ")": state is field 3, starttime field 22.
+  for (int field = 3; field <= 22 && p != nullptr; ++field) p = std::strchr(p + 1, ' ');  // p: the space before it
+  if (p == nullptr) return 0;
+  return static_cast<std::uint32_t>(std::strtoull(p + 1, nullptr, 10));
+}
+
+// Whether the slot's process still runs: its pid exists and, when the slot knows its
+// start time, started then (a recycled pid belongs to another process).
+bool slot_process_alive(std::int32_t pid, std::uint32_t start_time) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  if (start_time == 0) return true;  // being claimed, or written by a process that could not tell
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const std::uint32_t now = start_time_of(path);
+  return now == 0 || now == start_time;  // unreadable: assume alive
+}
+
+// Subtracts without ever wrapping: the slice total and a slot are changed in two
+// steps, so a process killed between them can leave them skewed, and a wrapped
+// total ("17 TB in use") would refuse every allocation from then on. Clamped at 0.
+void subtract_saturating(std::uint64_t* counter, std::uint64_t bytes) {
+  std::uint64_t current = __atomic_load_n(counter, __ATOMIC_ACQUIRE);
+  while (!__atomic_compare_exchange_n(counter, &current, current - std::min(current, bytes), true, __ATOMIC_ACQ_REL,
+                                      __ATOMIC_ACQUIRE)) {
+  }
+}
+
 // Reclaim is serialised by an open-file-description lock on the region's
 // `reclaim_lock` bytes, which the kernel drops when its holder dies: a process
 // killed in the middle of a reclaim no longer leaves the region un-reclaimable
@@ -176,9 +215,10 @@ void reclaim_dead_slots() {
   for (vgpu_shm_slot& s : r->slots) {
     const std::int32_t pid = __atomic_load_n(&s.pid, __ATOMIC_ACQUIRE);
     if (pid == 0 || pid == g_pid) continue;
-    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    if (slot_process_alive(pid, __atomic_load_n(&s.start_time, __ATOMIC_ACQUIRE))) continue;
     const std::uint64_t bytes = __atomic_exchange_n(&s.used_bytes, 0ULL, __ATOMIC_ACQ_REL);
-    __atomic_fetch_sub(&r->used_bytes, bytes, __ATOMIC_ACQ_REL);
+    subtract_saturating(&r->used_bytes, bytes);
+    __atomic_store_n(&s.start_time, 0U, __ATOMIC_RELEASE);
     __atomic_store_n(&s.pid, 0, __ATOMIC_RELEASE);
     if (bytes > 0) log(Level::notice, "reclaimed %llu bytes left by exited process %d", static_cast<unsigned long long>(bytes), pid);
   }
@@ -198,6 +238,7 @@ vgpu_shm_slot* my_slot() {
       if (__atomic_compare_exchange_n(&s.pid, &expected, static_cast<std::int32_t>(me), false, __ATOMIC_ACQ_REL,
                                       __ATOMIC_RELAXED)) {
         __atomic_store_n(&s.used_bytes, 0ULL, __ATOMIC_RELEASE);
+        __atomic_store_n(&s.start_time, start_time_of("/proc/self/stat"), __ATOMIC_RELEASE);
         g_slot = &s;
         g_slot_pid = me;
         return g_slot;
@@ -618,8 +659,8 @@ bool admit(std::uint64_t bytes, const char* call) {
 }
 
 void release(std::uint64_t bytes) {
-  __atomic_fetch_sub(&g_region->used_bytes, bytes, __ATOMIC_ACQ_REL);
-  if (vgpu_shm_slot* slot = my_slot()) __atomic_fetch_sub(&slot->used_bytes, bytes, __ATOMIC_ACQ_REL);
+  subtract_saturating(&g_region->used_bytes, bytes);
+  if (vgpu_shm_slot* slot = my_slot()) subtract_saturating(&slot->used_bytes, bytes);
 }
 
 // Sizes of live allocations, to return them on free.
@@ -1308,6 +1349,7 @@ __attribute__((constructor(101))) static void vgpu_cuda_load() {
 __attribute__((destructor)) static void vgpu_cuda_exit() {
   if (!g_config.memory_limited || g_slot == nullptr || g_slot_pid != ::getpid()) return;
   const std::uint64_t bytes = __atomic_exchange_n(&g_slot->used_bytes, 0ULL, __ATOMIC_ACQ_REL);
-  __atomic_fetch_sub(&g_region->used_bytes, bytes, __ATOMIC_ACQ_REL);
+  subtract_saturating(&g_region->used_bytes, bytes);
+  __atomic_store_n(&g_slot->start_time, 0U, __ATOMIC_RELEASE);
   __atomic_store_n(&g_slot->pid, 0, __ATOMIC_RELEASE);
 }

@@ -177,6 +177,67 @@ TEST(Intercept, FreesRacingWithAllocationsOfTheSameAddressLeakNothing) {
   EXPECT_EQ(r.out, "init ok\nrace ok\ninfo ok free=1000000 total=1000000\n") << "bytes left charged after every free";
 }
 
+TEST(Intercept, ASkewedTotalIsNeverWrappedByReclaim) {
+  // A process killed between charging its slot and the slice total leaves the total lower
+  // than the slots. Reclaiming the dead slot must clamp at 0, not wrap to ~2^64 ("17 TB in
+  // use"), which would refuse every allocation afterwards.
+  apt::vgpu::runtime::AccountingRegion region =
+      apt::vgpu::runtime::AccountingRegion::create(apt::vgpu::runtime::RegionKind::slice, "/vgpu-skew", 0);
+  {
+    const int fd = ::shm_open(region.name().c_str(), O_RDWR, 0);
+    ASSERT_GE(fd, 0);
+    void* p = ::mmap(nullptr, sizeof(vgpu_shm_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    ASSERT_NE(p, MAP_FAILED);
+    auto* r = static_cast<vgpu_shm_region*>(p);
+    // A dead process's slot says 500 KB; the total says only 100 KB.
+    pid_t dead = ::fork();
+    if (dead == 0) ::_exit(0);
+    ::waitpid(dead, nullptr, 0);
+    r->slots[0].pid = dead;
+    r->slots[0].used_bytes = 500000;
+    r->used_bytes = 100000;
+    ::munmap(p, sizeof(vgpu_shm_region));
+  }
+  const AppRun r = run("dlsym", "info alloc:900000 info",
+                       "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + region.name() + " VGPU_LOG_LEVEL=error");
+  EXPECT_EQ(r.out, "init ok\ninfo ok free=1000000 total=1000000\nalloc ok\ninfo ok free=100000 total=1000000\n");
+}
+
+TEST(Intercept, ARecycledPidDoesNotKeepADeadProcesssBytes) {
+  // The slot's process died and its pid now belongs to another (here: a live sleeper with
+  // another start time). kill(pid, 0) says "alive"; the start time says it is not the same.
+  apt::vgpu::runtime::AccountingRegion region =
+      apt::vgpu::runtime::AccountingRegion::create(apt::vgpu::runtime::RegionKind::slice, "/vgpu-reuse", 0);
+  const pid_t sleeper = ::fork();
+  if (sleeper == 0) {
+    ::execl("/bin/sleep", "sleep", "300", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  struct ReapOnExit {
+    pid_t pid;
+    ~ReapOnExit() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{sleeper};
+  {
+    const int fd = ::shm_open(region.name().c_str(), O_RDWR, 0);
+    ASSERT_GE(fd, 0);
+    void* p = ::mmap(nullptr, sizeof(vgpu_shm_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    ASSERT_NE(p, MAP_FAILED);
+    auto* r = static_cast<vgpu_shm_region*>(p);
+    r->slots[0].pid = sleeper;
+    r->slots[0].start_time = 1;  // no process on this machine started at tick 1
+    r->slots[0].used_bytes = 500000;
+    r->used_bytes = 500000;
+    ::munmap(p, sizeof(vgpu_shm_region));
+  }
+  const AppRun r = run("dlsym", "info", "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + region.name() + " VGPU_LOG_LEVEL=error");
+  EXPECT_EQ(r.out, "init ok\ninfo ok free=1000000 total=1000000\n") << "the recycled pid's 500 KB were not reclaimed";
+}
+
 TEST(Intercept, ARegionThatTheRuntimeDidNotCreateIsRefused) {
   // The library never creates a region: a made-up name fails closed, and so does
   // an object that is not an accounting region.

@@ -11,7 +11,7 @@
 #ifndef APT_VGPU_INTERCEPT_ABI_H
 #define APT_VGPU_INTERCEPT_ABI_H
 
-#define VGPU_ABI_VERSION 1
+#define VGPU_ABI_VERSION 2 /* 2: slots carry their process's start time */
 
 /* Identity of the slice. */
 #define VGPU_ENV_ID "VGPU_ID"                     /* e.g. "vgpu-3"; unique per node ledger */
@@ -53,7 +53,8 @@
 
 struct vgpu_shm_slot {
   int32_t pid;          /* 0: free */
-  uint32_t reserved;
+  uint32_t start_time;  /* low 32 bits of the process's start (clock ticks since boot, /proc/PID/stat
+                           field 22), so a recycled pid is not taken for it; 0 while being claimed */
   uint64_t used_bytes;  /* this process's allocations */
 };
 

@@ -315,8 +315,12 @@ using EventElapsedFn = CUresult (*)(float*, CUevent, CUevent);
 constexpr std::int64_t kWindowNs = 100'000'000;
 constexpr std::size_t kMaxInFlight = 32;
 
+using StreamIsCapturingFn = CUresult (*)(CUstream, int*);
+
 struct Pacer {
   EventCreateFn create = nullptr;
+  StreamIsCapturingFn is_capturing = nullptr;       // cuStreamIsCapturing (absent on old drivers)
+  StreamIsCapturingFn is_capturing_ptsz = nullptr;
   EventRecordFn record = nullptr;
   EventRecordFn record_ptsz = nullptr;
   EventQueryFn query = nullptr;
@@ -499,6 +503,14 @@ CUresult paced(CUstream stream, Launch&& launch) {
     lock.lock();
   }
   if (p.in_flight.size() - p.head >= kMaxInFlight) harvest(true, monotonic_ns());  // bound unmeasured work
+  // A stream being captured into a CUDA graph runs nothing now: timing events recorded
+  // there become graph nodes, and querying them fails (CUDA_ERROR_STREAM_CAPTURE_*). The
+  // launch goes into the graph unmeasured; the graph is paced when cuGraphLaunch runs it.
+  StreamIsCapturingFn capturing = t_ptsz && p.is_capturing_ptsz != nullptr ? p.is_capturing_ptsz : p.is_capturing;
+  int capture_status = 0;  // CU_STREAM_CAPTURE_STATUS_NONE
+  if (capturing != nullptr && capturing(stream, &capture_status) == CUDA_SUCCESS && capture_status != 0) {
+    return launch();
+  }
   EventRecordFn record = t_ptsz && p.record_ptsz != nullptr ? p.record_ptsz : p.record;
   CUevent start = take_event();
   CUevent end = take_event();
@@ -529,6 +541,8 @@ bool init_pacing() {
   if (g_libcuda == nullptr) return true;  // no driver: hooks report NOT_INITIALIZED anyway
   DlsymFn lookup = real_dlsym();
   p.create = reinterpret_cast<EventCreateFn>(lookup(g_libcuda, "cuEventCreate"));
+  p.is_capturing = reinterpret_cast<StreamIsCapturingFn>(lookup(g_libcuda, "cuStreamIsCapturing"));
+  p.is_capturing_ptsz = reinterpret_cast<StreamIsCapturingFn>(lookup(g_libcuda, "cuStreamIsCapturing_ptsz"));
   p.record = reinterpret_cast<EventRecordFn>(lookup(g_libcuda, "cuEventRecord"));
   p.record_ptsz = reinterpret_cast<EventRecordFn>(lookup(g_libcuda, "cuEventRecord_ptsz"));
   p.query = reinterpret_cast<EventQueryFn>(lookup(g_libcuda, "cuEventQuery"));

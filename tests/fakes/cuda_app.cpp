@@ -246,6 +246,9 @@ int main(int argc, char** argv) {
       std::printf("poolhigh %s\n", result(rc));
     } else if (name == "freeasync") {
       std::printf("freeasync %s\n", n < blocks.size() ? result(api.free_async(blocks[n], nullptr)) : "bad-index");
+    } else if (name == "capturedrecords") {
+      auto records = reinterpret_cast<unsigned long long (*)()>(::dlsym(RTLD_DEFAULT, "fake_cuda_records_while_capturing"));
+      std::printf("capturedrecords %llu\n", records != nullptr ? records() : 0ULL);
     } else if (name == "drvused") {
       auto used = reinterpret_cast<std::size_t (*)()>(::dlsym(RTLD_DEFAULT, "fake_cuda_device_used"));
       std::printf("drvused %zu\n", used != nullptr ? used() : 0);

@@ -361,7 +361,23 @@ CUresult cuEventDestroy_v2(CUevent e) {
   delete fe;
   return CUDA_SUCCESS;
 }
+// FAKE_CUDA_CAPTURING=1: every stream is being captured into a graph. The real driver
+// turns an event recorded there into a graph node, and querying it then fails; this
+// fake counts such records so a test can insist there are none.
+std::atomic<unsigned long long> g_records_while_capturing{0};
+bool capturing() {
+  const char* env = std::getenv("FAKE_CUDA_CAPTURING");
+  return env != nullptr && *env == '1';
+}
+CUresult cuStreamIsCapturing(CUstream, int* status) {
+  *status = capturing() ? 1 : 0;  // CU_STREAM_CAPTURE_STATUS_ACTIVE : NONE
+  return CUDA_SUCCESS;
+}
+CUresult cuStreamIsCapturing_ptsz(CUstream s, int* status) { return cuStreamIsCapturing(s, status); }
+unsigned long long fake_cuda_records_while_capturing() { return g_records_while_capturing.load(); }
+
 CUresult cuEventRecord(CUevent e, CUstream s) {
+  if (capturing()) ++g_records_while_capturing;
   auto* fe = reinterpret_cast<FakeEvent*>(e);
   std::lock_guard lock(g_stream_mutex);
   if (fe->pending) {

@@ -162,6 +162,14 @@ TEST_P(EveryWayIn, MemoryAPoolKeepsStaysCountedUntilThePoolLetsItGo) {
   EXPECT_EQ(r.out, "init ok\nasync ok\nfreeasync ok\ndrvused 0\ninfo ok free=1000000 total=1000000\n");
 }
 
+TEST_P(EveryWayIn, LaunchesIntoACapturingStreamAreNotBracketedWithTimingEvents) {
+  // While a stream is captured into a CUDA graph, the pacer must not record its timing
+  // events there (they would become graph nodes whose queries fail); launches still work.
+  const AppRun r = run(GetParam(), "launch:200 capturedrecords",
+                       "VGPU_COMPUTE_SHARE=0.5 FAKE_CUDA_CAPTURING=1 VGPU_LOG_LEVEL=error");
+  EXPECT_EQ(r.out, "init ok\nlaunch ok\ncapturedrecords 0\n");
+}
+
 TEST(Intercept, MemGetInfoNeverReportsMoreThanTheDeviceHas) {
   // A 100 GB limit (an oversubscribed slice) on the fake's 80 GB device.
   const AppRun r = run("dlsym", "info", "VGPU_MEMORY_LIMIT=100000000000 VGPU_LOG_LEVEL=error");

@@ -637,8 +637,11 @@ inline void ensure_init() { pthread_once(&g_once, init); }
 std::uint64_t limit() { return __atomic_load_n(&g_region->memory_limit, __ATOMIC_ACQUIRE); }
 std::uint64_t used() { return __atomic_load_n(&g_region->used_bytes, __ATOMIC_ACQUIRE); }
 
+void reconcile_with_driver(bool always);
+
 // Charges `bytes` to the slice if they fit (reclaiming dead processes' shares once).
 bool try_admit(std::uint64_t bytes) {
+  reconcile_with_driver(false);  // at most once a second: what NVML sees beyond the hooks
   vgpu_shm_slot* slot = my_slot();
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::uint64_t current = used();
@@ -1069,6 +1072,7 @@ CUresult do_cuMemGetInfo_v2(decltype(g_real.cuMemGetInfo_v2) real, size_t* free_
   rc = real(free_bytes, total_bytes);
   if (rc != CUDA_SUCCESS || !g_config.memory_limited) return rc;
   (void)reconcile_pools(/*trim=*/false);  // pools that let memory go no longer count
+  reconcile_with_driver(false);           // and what NVML sees beyond the hooks does
   // The vGPU's limit is the device's memory; what the slice has left is what is free.
   const std::uint64_t cap = limit();
   const std::uint64_t in_use = used();
@@ -1130,12 +1134,17 @@ using NvmlUuidFn = int (*)(void*, char*, unsigned int);
 std::atomic<void*> g_nvml_memory{nullptr};     // the real functions, as found by dlsym or RTLD_NEXT
 std::atomic<void*> g_nvml_memory_v2{nullptr};
 
+// The NVML library to use: $VGPU_REAL_LIBNVML (tests), else the driver's.
+const char* nvml_library() {
+  const char* path = std::getenv("VGPU_REAL_LIBNVML");
+  return path != nullptr && *path != '\0' ? path : "libnvidia-ml.so.1";
+}
+
 void* nvml_real(const char* name, std::atomic<void*>& cached) {
   if (void* p = cached.load()) return p;
   void* p = real_dlsym()(RTLD_NEXT, name);
   if (p == nullptr) {
-    const char* path = std::getenv("VGPU_REAL_LIBNVML");
-    if (void* lib = ::dlopen(path != nullptr && *path != '\0' ? path : "libnvidia-ml.so.1", RTLD_NOW | RTLD_NOLOAD)) {
+    if (void* lib = ::dlopen(nvml_library(), RTLD_NOW | RTLD_NOLOAD)) {
       p = real_dlsym()(lib, name);
     }
   }
@@ -1150,6 +1159,113 @@ bool is_my_gpu(void* device) {
   auto get_uuid = reinterpret_cast<NvmlUuidFn>(nvml_real("nvmlDeviceGetUUID", uuid_fn));
   char uuid[96] = {};
   return get_uuid != nullptr && get_uuid(device, uuid, sizeof uuid) == 0 && g_config.gpu_uuid == uuid;
+}
+
+// ---- the driver's own figure: a safety net ----------------------------------------
+// Whatever this library does not see allocated (the CUDA context, loaded modules,
+// paths it does not hook) still takes GPU memory. At most once a second, and before
+// any refusal, NVML's per-process figure for this process on the slice's GPU is
+// compared with what the library charged it; the difference is charged too (even
+// past the limit: the memory is already taken), and given back when it shrinks.
+// Without NVML, or without the slice's GPU UUID, the net is off.
+struct NvmlProcessInfo {  // nvmlProcessInfo_t, as ..._v2 and _v3 fill it
+  unsigned int pid;
+  unsigned long long used;
+  unsigned int gpu_instance;
+  unsigned int compute_instance;
+};
+using NvmlInitFn = int (*)();
+using NvmlCountFn = int (*)(unsigned int*);
+using NvmlHandleFn = int (*)(unsigned int, void**);
+using NvmlProcessesFn = int (*)(void*, unsigned int*, NvmlProcessInfo*);
+
+struct DriverView {
+  std::mutex mutex;
+  bool resolved = false;
+  void* device = nullptr;
+  NvmlProcessesFn processes = nullptr;
+  std::uint64_t charged = 0;   // bytes charged because NVML saw more than the library counted
+  std::int64_t last_ns = 0;
+  bool told = false;
+};
+DriverView& driver_view() {
+  static auto* v = new DriverView();  // outlives static destruction
+  return *v;
+}
+
+// What NVML says this process holds on the slice's GPU; -1 when it cannot tell.
+long long driver_reported_locked(DriverView& v) {
+  if (!v.resolved) {
+    v.resolved = true;
+    if (g_config.gpu_uuid.empty()) return -1;
+    void* lib = ::dlopen(nvml_library(), RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) return -1;
+    const DlsymFn find = real_dlsym();
+    auto init = reinterpret_cast<NvmlInitFn>(find(lib, "nvmlInit_v2"));
+    auto count = reinterpret_cast<NvmlCountFn>(find(lib, "nvmlDeviceGetCount_v2"));
+    auto handle = reinterpret_cast<NvmlHandleFn>(find(lib, "nvmlDeviceGetHandleByIndex_v2"));
+    auto uuid_of = reinterpret_cast<NvmlUuidFn>(find(lib, "nvmlDeviceGetUUID"));
+    auto processes = reinterpret_cast<NvmlProcessesFn>(find(lib, "nvmlDeviceGetComputeRunningProcesses_v3"));
+    if (processes == nullptr) processes = reinterpret_cast<NvmlProcessesFn>(find(lib, "nvmlDeviceGetComputeRunningProcesses_v2"));
+    unsigned int devices = 0;
+    if (init == nullptr || count == nullptr || handle == nullptr || uuid_of == nullptr || processes == nullptr ||
+        init() != 0 || count(&devices) != 0) {
+      return -1;
+    }
+    for (unsigned int i = 0; i < devices && v.device == nullptr; ++i) {
+      void* device = nullptr;
+      char uuid[96] = {};
+      if (handle(i, &device) == 0 && uuid_of(device, uuid, sizeof uuid) == 0 && g_config.gpu_uuid == uuid) {
+        v.device = device;
+      }
+    }
+    if (v.device != nullptr) v.processes = processes;
+  }
+  if (v.processes == nullptr) return -1;
+  NvmlProcessInfo infos[128];
+  unsigned int n = 128;
+  if (v.processes(v.device, &n, infos) != 0) return -1;
+  const auto me = static_cast<unsigned int>(g_pid);
+  for (unsigned int i = 0; i < n && i < 128; ++i) {
+    if (infos[i].pid != me) continue;
+    return infos[i].used == ~0ULL ? -1 : static_cast<long long>(std::min<unsigned long long>(infos[i].used, 1ULL << 62));
+  }
+  return 0;  // not listed: NVML lists a process once it has a context
+}
+
+// Brings the charge in line with NVML's figure; `always` skips the once-a-second limit.
+void reconcile_with_driver(bool always) {
+  if (!g_config.memory_limited || g_config.gpu_uuid.empty()) return;
+  DriverView& v = driver_view();
+  std::int64_t charge = 0;  // > 0: charge more; < 0: give back
+  {
+    std::unique_lock<std::mutex> lock(v.mutex, std::try_to_lock);
+    if (!lock.owns_lock()) return;  // another thread is at it
+    const std::int64_t now = monotonic_ns();
+    if (!always && now - v.last_ns < 1'000'000'000) return;
+    v.last_ns = now;
+    const long long reported = driver_reported_locked(v);
+    if (reported < 0) return;
+    vgpu_shm_slot* slot = my_slot();
+    const std::uint64_t mine = slot != nullptr ? __atomic_load_n(&slot->used_bytes, __ATOMIC_ACQUIRE) : 0;
+    const std::uint64_t counted = mine > v.charged ? mine - v.charged : 0;  // what the library saw allocated
+    const auto target = static_cast<std::uint64_t>(reported) > counted ? static_cast<std::uint64_t>(reported) - counted : 0;
+    charge = static_cast<std::int64_t>(target) - static_cast<std::int64_t>(v.charged);
+    v.charged = target;
+    if (target > 0 && !v.told) {
+      v.told = true;
+      log(Level::notice, "NVML says this process holds %llu bytes more than it allocated through the hooks "
+                         "(its context, modules, or paths not hooked): counted against the slice",
+          static_cast<unsigned long long>(target));
+    }
+  }
+  if (charge > 0) {
+    // Already on the GPU, so charged even past the limit.
+    __atomic_fetch_add(&g_region->used_bytes, static_cast<std::uint64_t>(charge), __ATOMIC_ACQ_REL);
+    if (vgpu_shm_slot* slot = my_slot()) __atomic_fetch_add(&slot->used_bytes, static_cast<std::uint64_t>(charge), __ATOMIC_ACQ_REL);
+  } else if (charge < 0) {
+    release(static_cast<std::uint64_t>(-charge));
+  }
 }
 
 template <class Memory>

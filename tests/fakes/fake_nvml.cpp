@@ -26,6 +26,7 @@
 #include <fstream>
 #include <mutex>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 namespace {
@@ -133,7 +134,8 @@ nvmlReturn_t do_processes(nvmlDevice_t device, unsigned int* count, Info* infos,
   *count = static_cast<unsigned int>(procs.size());
   for (std::size_t i = 0; i < procs.size(); ++i) {
     Info info{};
-    info.pid = procs[i].value("pid", 0U);
+    // "pid": "self" is the process asking (a test of a program's own view).
+    info.pid = procs[i]["pid"].is_string() ? static_cast<unsigned int>(::getpid()) : procs[i].value("pid", 0U);
     info.usedGpuMemory = procs[i]["used"].is_null() ? kNvmlValueNotAvailable : procs[i]["used"].get<unsigned long long>();
     infos[i] = info;
   }

@@ -177,13 +177,15 @@ TEST(Intercept, WhatNvmlSeesBeyondTheHooksIsCounted) {
   const auto config = std::filesystem::temp_directory_path() / ("vgpu-nvml-net-" + std::to_string(::getpid()) + ".json");
   std::ofstream(config) << R"({"devices": [{"name": "Fake", "uuid": "GPU-net-0", "memory_total": 80000000000,
                                             "processes": [{"pid": "self", "used": 300000}]}]})";
-  const std::string env = "VGPU_MEMORY_LIMIT=1000000 VGPU_GPU_UUID=GPU-net-0 VGPU_REAL_LIBNVML=" +
-                          std::string(FAKE_NVML_PATH) + " FAKE_NVML_CONFIG=" + config.string() + " VGPU_LOG_LEVEL=error";
+  // The unsanitised fake: it loads into the (never sanitised) program under the preload.
+  const std::string nvml = std::string(FAKE_NVML_DIR) + "/libnvidia-ml.so.1";
+  const std::string env = "VGPU_MEMORY_LIMIT=1000000 VGPU_GPU_UUID=GPU-net-0 VGPU_REAL_LIBNVML=" + nvml +
+                          " FAKE_NVML_CONFIG=" + config.string() + " VGPU_LOG_LEVEL=error";
   AppRun r = run("dlsym", "info alloc:800000 info", env);
   EXPECT_EQ(r.out, "init ok\ninfo ok free=700000 total=1000000\nalloc oom\ninfo ok free=700000 total=1000000\n");
   // Without the slice's GPU (no NVML view of it) the net is off.
-  r = run("dlsym", "info", "VGPU_MEMORY_LIMIT=1000000 VGPU_REAL_LIBNVML=" + std::string(FAKE_NVML_PATH) +
-                               " FAKE_NVML_CONFIG=" + config.string() + " VGPU_LOG_LEVEL=error");
+  r = run("dlsym", "info", "VGPU_MEMORY_LIMIT=1000000 VGPU_REAL_LIBNVML=" + nvml + " FAKE_NVML_CONFIG=" +
+                               config.string() + " VGPU_LOG_LEVEL=error");
   EXPECT_EQ(r.out, "init ok\ninfo ok free=1000000 total=1000000\n");
   std::filesystem::remove(config);
 }

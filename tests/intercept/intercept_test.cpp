@@ -2,6 +2,7 @@
 // direct linking, dlsym and cuGetProcAddress.
 #include "support/shell.hpp"
 
+#include <apt/vgpu/intercept/abi.h>
 #include <apt/vgpu/runtime/accounting_region.hpp>
 #include <gtest/gtest.h>
 
@@ -10,16 +11,37 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <apt/vgpu/intercept/abi.h>
 #include <thread>
 #include <unistd.h>
 
 namespace {
+
+// Kills and reaps a child at scope exit (a failed assertion returns early); release() when done.
+struct ReapOnExit {
+  pid_t pid;
+  ~ReapOnExit() {
+    if (pid <= 0) return;
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+};
+
+// Writes into a slice's accounting region as a crashed or killed process would have left it.
+void edit_region(const std::string& name, const std::function<void(vgpu_shm_region&)>& edit) {
+  const int fd = ::shm_open(name.c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  void* p = ::mmap(nullptr, sizeof(vgpu_shm_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(p, MAP_FAILED);
+  edit(*static_cast<vgpu_shm_region*>(p));
+  ::munmap(p, sizeof(vgpu_shm_region));
+}
 
 using AppRun = apt::vgpu::testing::ShellResult;
 using apt::vgpu::testing::slurp;
@@ -87,15 +109,7 @@ TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
   const std::string env = "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + region.name() + " VGPU_LOG_LEVEL=error";
   // As a process killed in the middle of a reclaim left it when the lock was a flag in
   // the region: reclaim must still happen (the lock is now one the kernel drops).
-  {
-    const int fd = ::shm_open(region.name().c_str(), O_RDWR, 0);
-    ASSERT_GE(fd, 0);
-    void* p = ::mmap(nullptr, sizeof(vgpu_shm_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::close(fd);
-    ASSERT_NE(p, MAP_FAILED);
-    static_cast<vgpu_shm_region*>(p)->reclaim_lock = 1;
-    ::munmap(p, sizeof(vgpu_shm_region));
-  }
+  ASSERT_NO_FATAL_FAILURE(edit_region(region.name(), [](vgpu_shm_region& r) { r.reclaim_lock = 1; }));
   // Process A takes 700 KB and keeps it.
   const std::string hold_out = std::filesystem::temp_directory_path() / ("vgpu-hold-" + std::to_string(::getpid()));
   // Built before fork(): after it, a multithreaded parent's child may only call
@@ -109,14 +123,7 @@ TEST(Intercept, LimitIsSharedAcrossProcessesAndACrashedProcessIsReclaimed) {
     ::_exit(127);
   }
   // A failed assertion returns early: the holder (it waits an hour) must not outlive the test.
-  struct ReapOnExit {
-    pid_t pid;
-    ~ReapOnExit() {
-      if (pid <= 0) return;
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  } reap{holder};
+  ReapOnExit reap{holder};
   // Until the holder has its memory, or has died trying (no time limit: ctest's bounds a bug).
   while (slurp(hold_out).find("alloc ok") == std::string::npos && ::waitpid(holder, nullptr, WNOHANG) == 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -211,22 +218,15 @@ TEST(Intercept, ASkewedTotalIsNeverWrappedByReclaim) {
   // use"), which would refuse every allocation afterwards.
   apt::vgpu::runtime::AccountingRegion region =
       apt::vgpu::runtime::AccountingRegion::create(apt::vgpu::runtime::RegionKind::slice, "/vgpu-skew", 0);
-  {
-    const int fd = ::shm_open(region.name().c_str(), O_RDWR, 0);
-    ASSERT_GE(fd, 0);
-    void* p = ::mmap(nullptr, sizeof(vgpu_shm_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::close(fd);
-    ASSERT_NE(p, MAP_FAILED);
-    auto* r = static_cast<vgpu_shm_region*>(p);
-    // A dead process's slot says 500 KB; the total says only 100 KB.
-    pid_t dead = ::fork();
-    if (dead == 0) ::_exit(0);
-    ::waitpid(dead, nullptr, 0);
-    r->slots[0].pid = dead;
-    r->slots[0].used_bytes = 500000;
-    r->used_bytes = 100000;
-    ::munmap(p, sizeof(vgpu_shm_region));
-  }
+  // A dead process's slot says 500 KB; the total says only 100 KB.
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  ASSERT_NO_FATAL_FAILURE(edit_region(region.name(), [dead](vgpu_shm_region& r) {
+    r.slots[0].pid = dead;
+    r.slots[0].used_bytes = 500000;
+    r.used_bytes = 100000;
+  }));
   const AppRun r = run("dlsym", "info alloc:900000 info",
                        "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + region.name() + " VGPU_LOG_LEVEL=error");
   EXPECT_EQ(r.out, "init ok\ninfo ok free=1000000 total=1000000\nalloc ok\ninfo ok free=100000 total=1000000\n");
@@ -242,26 +242,13 @@ TEST(Intercept, ARecycledPidDoesNotKeepADeadProcesssBytes) {
     ::execl("/bin/sleep", "sleep", "300", static_cast<char*>(nullptr));
     ::_exit(127);
   }
-  struct ReapOnExit {
-    pid_t pid;
-    ~ReapOnExit() {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  } reap{sleeper};
-  {
-    const int fd = ::shm_open(region.name().c_str(), O_RDWR, 0);
-    ASSERT_GE(fd, 0);
-    void* p = ::mmap(nullptr, sizeof(vgpu_shm_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::close(fd);
-    ASSERT_NE(p, MAP_FAILED);
-    auto* r = static_cast<vgpu_shm_region*>(p);
-    r->slots[0].pid = sleeper;
-    r->slots[0].start_time = 1;  // no process on this machine started at tick 1
-    r->slots[0].used_bytes = 500000;
-    r->used_bytes = 500000;
-    ::munmap(p, sizeof(vgpu_shm_region));
-  }
+  const ReapOnExit reap{sleeper};
+  ASSERT_NO_FATAL_FAILURE(edit_region(region.name(), [sleeper](vgpu_shm_region& r) {
+    r.slots[0].pid = sleeper;
+    r.slots[0].start_time = 1;  // no process on this machine started at tick 1
+    r.slots[0].used_bytes = 500000;
+    r.used_bytes = 500000;
+  }));
   const AppRun r = run("dlsym", "info", "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + region.name() + " VGPU_LOG_LEVEL=error");
   EXPECT_EQ(r.out, "init ok\ninfo ok free=1000000 total=1000000\n") << "the recycled pid's 500 KB were not reclaimed";
 }

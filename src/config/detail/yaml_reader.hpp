@@ -37,6 +37,15 @@ class Reader {
   }
   [[nodiscard]] std::vector<ConfigIssue>& issues() { return issues_; }
 
+  // A parser's error (parse_size, parse_duration) as an issue at `key`: the parser
+  // names the key already, so its "key: " prefix is dropped.
+  void issue_from_parser(const YAML::Mark& mark, const std::string& key, const InvalidArgument& error) {
+    std::string message = error.what();
+    const std::string prefix = key + ": ";
+    if (message.rfind(prefix, 0) == 0) message.erase(0, prefix.size());
+    issue(mark, key, message);
+  }
+
   // Parses the document; YAML syntax errors are a ConfigError with their position.
   [[nodiscard]] YAML::Node load(std::string_view text) {
     try {
@@ -184,11 +193,7 @@ class Reader {
       }
       out = bytes;
     } catch (const InvalidArgument& e) {
-      // parse_size names the key already; drop the duplicate prefix.
-      std::string message = e.what();
-      const std::string prefix = dotted(path, key) + ": ";
-      if (message.rfind(prefix, 0) == 0) message.erase(0, prefix.size());
-      issue(node.Mark(), dotted(path, key), message);
+      issue_from_parser(node.Mark(), dotted(path, key), e);
     }
   }
 
@@ -210,10 +215,7 @@ class Reader {
       }
       out = value;
     } catch (const InvalidArgument& e) {
-      std::string message = e.what();
-      const std::string prefix = dotted(path, key) + ": ";
-      if (message.rfind(prefix, 0) == 0) message.erase(0, prefix.size());
-      issue(node.Mark(), dotted(path, key), message);
+      issue_from_parser(node.Mark(), dotted(path, key), e);
     }
   }
 

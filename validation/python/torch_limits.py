@@ -13,17 +13,12 @@ import json
 import os
 import sys
 
+from cuda_torch import torch_with_cuda
+
 
 def main() -> int:
     limit = int(sys.argv[1])
-    try:
-        import torch
-    except ImportError as e:
-        print(json.dumps({"no_device": f"torch is not importable: {e}"}))
-        return 3
-    if not torch.cuda.is_available():
-        print(json.dumps({"no_device": "torch.cuda.is_available() is False"}))
-        return 3
+    torch = torch_with_cuda()
     out = {"allocator": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "default"), "torch": torch.__version__}
     free, total = torch.cuda.mem_get_info()
     out["mem_get_info"] = {"free": free, "total": total}

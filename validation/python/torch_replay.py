@@ -9,16 +9,11 @@ import json
 import sys
 import time
 
+from cuda_torch import torch_with_cuda
+
 
 def main() -> int:
-    try:
-        import torch
-    except ImportError as e:
-        print(json.dumps({"no_device": f"torch is not importable: {e}"}))
-        return 3
-    if not torch.cuda.is_available():
-        print(json.dumps({"no_device": "torch.cuda.is_available() is False"}))
-        return 3
+    torch = torch_with_cuda()
     events = []
     with open(sys.argv[1]) as trace:
         for line in trace:

@@ -9,17 +9,12 @@ import json
 import sys
 import time
 
+from cuda_torch import torch_with_cuda
+
 
 def main() -> int:
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    try:
-        import torch
-    except ImportError as e:
-        print(json.dumps({"no_device": f"torch is not importable: {e}"}))
-        return 3
-    if not torch.cuda.is_available():
-        print(json.dumps({"no_device": "torch.cuda.is_available() is False"}))
-        return 3
+    torch = torch_with_cuda()
     torch.manual_seed(0)
     layer = torch.nn.TransformerEncoderLayer(d_model=512, nhead=8, dim_feedforward=2048, batch_first=True)
     model = torch.nn.TransformerEncoder(layer, num_layers=6).cuda()

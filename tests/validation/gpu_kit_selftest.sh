@@ -68,7 +68,9 @@ expect("nvml_vs_smi", "pass")
 idle = checks["nvml_vs_smi"]["details"]["idle"]
 assert idle["status"] == "pass" and len(idle["fields"]["0"]) == 11, idle
 expect("torch_limits", "timeout")
-assert checks["torch_limits"]["seconds"] < 8, checks["torch_limits"]
+# Cut off by the harness at its own 3 s limit (only the harness writes "timeout"), not by the
+# outer `timeout 300`; no wall-clock bound here: the suite must pass on a loaded machine.
+assert checks["torch_limits"]["limit_s"] == 3 and "(3 s)" in checks["torch_limits"]["why"], checks["torch_limits"]
 for name in ["cuda_limits", "compute_shares", "overheads", "python_package"]:
     expect(name, "skip")
 assert checks["cuda_limits"]["why"], checks["cuda_limits"]

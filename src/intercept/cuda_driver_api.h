@@ -25,10 +25,13 @@ typedef struct CUstream_st* CUstream;
 typedef struct CUevent_st* CUevent;
 typedef struct CUfunc_st* CUfunction;
 typedef struct CUarray_st* CUarray;
+typedef struct CUmipmappedArray_st* CUmipmappedArray;
 typedef struct CUgraphExec_st* CUgraphExec;
 typedef struct CUmemPoolHandle_st* CUmemoryPool;
 typedef struct CUmemAllocationProp_st CUmemAllocationProp; /* opaque here: passed through */
 typedef struct CUlaunchAttribute_st CUlaunchAttribute;     /* opaque here: passed through */
+typedef struct CUexecAffinityParam_st CUexecAffinityParam; /* opaque here: passed through */
+typedef struct CUctxCreateParams_st CUctxCreateParams;     /* opaque here: passed through */
 typedef int CUdriverProcAddressQueryResult;
 
 enum {
@@ -36,6 +39,8 @@ enum {
   CUDA_ERROR_INVALID_VALUE = 1,
   CUDA_ERROR_OUT_OF_MEMORY = 2,
   CUDA_ERROR_NOT_INITIALIZED = 3,
+  CUDA_ERROR_INVALID_CONTEXT = 201,
+  CUDA_ERROR_INVALID_HANDLE = 400,
   CUDA_ERROR_NOT_FOUND = 500,
   CUDA_ERROR_NOT_READY = 600,
   CUDA_ERROR_UNKNOWN = 999
@@ -74,7 +79,9 @@ typedef struct {
 
 /*
  * Every hooked entry point, once: X(exported symbol, base name for
- * cuGetProcAddress, return type, parameter list, argument list).
+ * cuGetProcAddress, return type, parameter list, argument list). Several
+ * versions of one base name (cuCtxCreate_v2/_v3/_v4) are told apart by the
+ * pointer the driver's cuGetProcAddress answers with.
  * The interposer's wrappers, its table of real functions, the dlsym and
  * cuGetProcAddress redirection and the exported-symbol map all come from here.
  */
@@ -106,6 +113,22 @@ typedef struct {
   X(cuArray3DCreate_v2, "cuArray3DCreate", CUresult, (CUarray * array, const CUDA_ARRAY3D_DESCRIPTOR* desc),       \
     (array, desc))                                                                                                  \
   X(cuArrayDestroy, "cuArrayDestroy", CUresult, (CUarray array), (array))                                          \
+  X(cuMipmappedArrayCreate, "cuMipmappedArrayCreate", CUresult,                                                    \
+    (CUmipmappedArray * array, const CUDA_ARRAY3D_DESCRIPTOR* desc, unsigned int levels), (array, desc, levels))   \
+  X(cuMipmappedArrayDestroy, "cuMipmappedArrayDestroy", CUresult, (CUmipmappedArray array), (array))              \
+  X(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", CUresult, (CUcontext * context, CUdevice device),        \
+    (context, device))                                                                                              \
+  X(cuDevicePrimaryCtxRelease_v2, "cuDevicePrimaryCtxRelease", CUresult, (CUdevice device), (device))              \
+  X(cuDevicePrimaryCtxReset_v2, "cuDevicePrimaryCtxReset", CUresult, (CUdevice device), (device))                  \
+  X(cuCtxCreate_v2, "cuCtxCreate", CUresult, (CUcontext * context, unsigned int flags, CUdevice device),           \
+    (context, flags, device))                                                                                       \
+  X(cuCtxCreate_v3, "cuCtxCreate", CUresult,                                                                       \
+    (CUcontext * context, CUexecAffinityParam * affinity, int affinities, unsigned int flags, CUdevice device),    \
+    (context, affinity, affinities, flags, device))                                                                 \
+  X(cuCtxCreate_v4, "cuCtxCreate", CUresult,                                                                       \
+    (CUcontext * context, CUctxCreateParams * create_params, unsigned int flags, CUdevice device),                 \
+    (context, create_params, flags, device))                                                                        \
+  X(cuCtxDestroy_v2, "cuCtxDestroy", CUresult, (CUcontext context), (context))                                     \
   X(cuMemGetInfo_v2, "cuMemGetInfo", CUresult, (size_t * free_bytes, size_t * total_bytes), (free_bytes, total_bytes)) \
   X(cuLaunchKernel, "cuLaunchKernel", CUresult,                                                                    \
     (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by,            \

@@ -143,7 +143,8 @@ std::uint64_t AccountingRegion::used_bytes(const std::string& name) noexcept {
   ::close(fd);
   if (p == MAP_FAILED) return 0;
   const auto* r = static_cast<const vgpu_shm_region*>(p);
-  const std::uint64_t used = r->magic == VGPU_SHM_MAGIC ? __atomic_load_n(&r->used_bytes, __ATOMIC_ACQUIRE) : 0;
+  // The slots are the books; the slice's use is their sum.
+  const std::uint64_t used = r->magic == VGPU_SHM_MAGIC && r->abi_version == VGPU_ABI_VERSION ? vgpu_shm_region_used(r) : 0;
   ::munmap(p, sizeof(vgpu_shm_region));
   return used;
 }

@@ -11,6 +11,11 @@
 //   busy:MS:US    launch US-microsecond kernels for MS milliseconds (synchronising
 //                 every 8, as a training loop does each step) and print the share
 //                 of wall time the GPU ran this process's kernels
+//   ctx / ctxrelease / ctxreset   retain (and make current) / release / reset device 0's primary context
+//   ctxcreate / ctxdestroy        create (current) / destroy a context of its own
+//   mipmap:W:LEVELS   a W x W mipmapped array of bytes     graphlaunch   launch a CUDA graph
+//   concurrent    two threads launch at once; says whether both were inside the driver together
+//   badrecords    events the driver refused to record (another context's stream)
 #include "../../src/intercept/cuda_driver_api.h"
 
 #include <atomic>
@@ -66,6 +71,10 @@ struct Api {
   CUresult (*unmap)(CUdeviceptr, size_t) = nullptr;
 };
 
+std::string g_mode;
+void* g_handle = RTLD_DEFAULT;
+CUresult (*g_getproc)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*) = nullptr;
+
 template <class F>
 void load(F& f, void* handle, const char* name) {
   f = reinterpret_cast<F>(::dlsym(handle, name));
@@ -96,6 +105,7 @@ Api bind(const std::string& mode) {
     std::printf("dlopen failed: %s\n", ::dlerror());
     std::exit(3);
   }
+  g_handle = handle;
   if (mode == "dlsym") {
     load(api.init, handle, "cuInit");
     load(api.alloc, handle, "cuMemAlloc_v2");
@@ -123,6 +133,7 @@ Api bind(const std::string& mode) {
   void* self = nullptr;
   int status = 0;
   if (getproc("cuGetProcAddress", &self, 12000, 0, &status) == CUDA_SUCCESS) getproc = reinterpret_cast<GetProc>(self);
+  g_getproc = getproc;
   get(api.init, getproc, "cuInit", every);
   get(api.alloc, getproc, "cuMemAlloc", every);
   get(api.pitch, getproc, "cuMemAllocPitch", every);
@@ -141,6 +152,21 @@ Api bind(const std::string& mode) {
   return api;
 }
 
+// Entry points beyond the Api table, found the way the mode says: by cuGetProcAddress
+// (base name) in the getproc modes, by dlsym on the driver's handle in dlsym mode, and
+// by the global scope (where the preload's definitions come first) for direct.
+
+template <class F>
+F entry(const char* base, const char* versioned) {
+  if (g_getproc != nullptr) {
+    void* p = nullptr;
+    int status = 0;
+    const unsigned long long flags = g_mode == "getproc_ptds" ? CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM : 0;
+    return g_getproc(base, &p, 12080, flags, &status) == CUDA_SUCCESS ? reinterpret_cast<F>(p) : nullptr;
+  }
+  return reinterpret_cast<F>(::dlsym(g_handle, versioned));
+}
+
 const char* result(CUresult rc) {
   return rc == CUDA_SUCCESS ? "ok" : rc == CUDA_ERROR_OUT_OF_MEMORY ? "oom" : rc == CUDA_ERROR_INVALID_VALUE ? "invalid" : "error";
 }
@@ -152,7 +178,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: cuda_app direct|dlsym|getproc|getproc_ptds OP...\n");
     return 2;
   }
+  g_mode = argv[1];
   const Api api = bind(argv[1]);
+  std::vector<void*> contexts;  // ctxcreate's
   std::printf("init %s\n", result(api.init(0)));
   std::vector<CUdeviceptr> blocks;
   std::vector<std::pair<CUdeviceptr, unsigned long long>> mapped;  // vmmhold's mappings
@@ -267,6 +295,53 @@ int main(int argc, char** argv) {
       a.join();
       b.join();
       std::printf("race %s\n", failures == 0 ? "ok" : ("failures=" + std::to_string(failures.load())).c_str());
+    } else if (name == "ctx") {
+      auto retain = entry<CUresult (*)(void**, int)>("cuDevicePrimaryCtxRetain", "cuDevicePrimaryCtxRetain");
+      auto set = entry<CUresult (*)(void*)>("cuCtxSetCurrent", "cuCtxSetCurrent");
+      void* context = nullptr;
+      CUresult rc = retain != nullptr && set != nullptr ? retain(&context, 0) : CUDA_ERROR_NOT_FOUND;
+      if (rc == CUDA_SUCCESS) rc = set(context);
+      std::printf("ctx %s\n", result(rc));
+    } else if (name == "ctxrelease" || name == "ctxreset") {
+      const bool reset = name == "ctxreset";
+      auto fn = reset ? entry<CUresult (*)(int)>("cuDevicePrimaryCtxReset", "cuDevicePrimaryCtxReset_v2")
+                      : entry<CUresult (*)(int)>("cuDevicePrimaryCtxRelease", "cuDevicePrimaryCtxRelease_v2");
+      std::printf("%s %s\n", name.c_str(), fn != nullptr ? result(fn(0)) : "missing");
+    } else if (name == "ctxcreate") {
+      // cuCtxCreate as a CUDA 12.8 program asks for it: the driver answers with _v4.
+      auto create = entry<CUresult (*)(void**, void*, unsigned, int)>("cuCtxCreate", "cuCtxCreate_v4");
+      void* context = nullptr;
+      const CUresult rc = create != nullptr ? create(&context, nullptr, 0, 0) : CUDA_ERROR_NOT_FOUND;
+      if (rc == CUDA_SUCCESS) contexts.push_back(context);
+      std::printf("ctxcreate %s\n", result(rc));
+    } else if (name == "ctxdestroy") {
+      auto destroy = entry<CUresult (*)(void*)>("cuCtxDestroy", "cuCtxDestroy_v2");
+      const CUresult rc = contexts.empty() || destroy == nullptr ? CUDA_ERROR_INVALID_VALUE : destroy(contexts.back());
+      if (rc == CUDA_SUCCESS) contexts.pop_back();
+      std::printf("ctxdestroy %s\n", result(rc));
+    } else if (name == "mipmap") {
+      const auto second = arg.find(':');
+      const std::size_t width = std::strtoull(arg.substr(0, second).c_str(), nullptr, 10);
+      const auto levels = static_cast<unsigned>(std::strtoul(arg.substr(second + 1).c_str(), nullptr, 10));
+      auto create = entry<CUresult (*)(CUmipmappedArray*, const CUDA_ARRAY3D_DESCRIPTOR*, unsigned)>(
+          "cuMipmappedArrayCreate", "cuMipmappedArrayCreate");
+      CUDA_ARRAY3D_DESCRIPTOR d{width, width, 0, 0x01, 1, 0};  // unsigned 8-bit, one channel
+      CUmipmappedArray a = nullptr;
+      std::printf("mipmap %s\n", create != nullptr ? result(create(&a, &d, levels)) : "missing");
+    } else if (name == "graphlaunch") {
+      auto launch = entry<CUresult (*)(CUgraphExec, CUstream)>("cuGraphLaunch", "cuGraphLaunch");
+      std::printf("graphlaunch %s\n", launch != nullptr ? result(launch(nullptr, nullptr)) : "missing");
+    } else if (name == "badrecords") {
+      auto bad = reinterpret_cast<unsigned long long (*)()>(::dlsym(RTLD_DEFAULT, "fake_cuda_bad_records"));
+      std::printf("badrecords %llu\n", bad != nullptr ? bad() : 0ULL);
+    } else if (name == "concurrent") {
+      auto one = [&] { (void)api.launch(nullptr, 1, 1, 1, 1, 1, 1, 0, nullptr, nullptr, nullptr); };
+      std::thread a(one);
+      std::thread b(one);
+      a.join();
+      b.join();
+      auto met = reinterpret_cast<int (*)()>(::dlsym(RTLD_DEFAULT, "fake_cuda_rendezvous"));
+      std::printf("concurrent %s\n", met != nullptr && met() == 1 ? "together" : "serialised");
     } else if (name == "sleep") {
       std::this_thread::sleep_for(std::chrono::milliseconds(n));
     } else if (name == "hold") {

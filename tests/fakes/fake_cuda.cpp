@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fcntl.h>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <string>
@@ -76,7 +77,20 @@ Timeline* timeline() {
   return t;
 }
 
+// Contexts: each thread has a current one (the primary context when none was set);
+// events belong to the context current when they were created, and can only be
+// recorded on a stream of that context (the default stream: the current one), as
+// with the real driver, which answers CUDA_ERROR_INVALID_HANDLE otherwise.
+struct FakeContext {
+  int id = 0;
+};
+FakeContext g_primary_context{0};
+thread_local FakeContext* t_current = nullptr;
+FakeContext* current_context() { return t_current != nullptr ? t_current : &g_primary_context; }
+std::atomic<unsigned long long> g_bad_records{0};
+
 struct FakeEvent {
+  FakeContext* context = nullptr;
   std::int64_t time = 0;
   bool pending = false;  // recorded; stamped when the stream's next kernel starts
   bool recorded = false;
@@ -112,7 +126,27 @@ std::int64_t kernel_ns(void** params) {
   return static_cast<std::int64_t>(*static_cast<const std::uint64_t*>(params[0])) * 1000;
 }
 
+// FAKE_CUDA_LAUNCH_RENDEZVOUS=1: the first launch waits (up to 10 s) inside the driver
+// until a second launch from another thread is inside too, so a test can tell whether
+// launching threads are serialised before they reach the driver.
+std::mutex g_rendezvous_mutex;
+std::condition_variable g_rendezvous_cv;
+int g_inside = 0;
+int g_rendezvous = -1;  // -1: not tried; 0: the other launch never came; 1: both were inside at once
+void rendezvous() {
+  const char* env = std::getenv("FAKE_CUDA_LAUNCH_RENDEZVOUS");
+  if (env == nullptr || *env != '1') return;
+  std::unique_lock lock(g_rendezvous_mutex);
+  if (g_rendezvous != -1) return;
+  ++g_inside;
+  g_rendezvous_cv.notify_all();
+  const bool met = g_rendezvous_cv.wait_for(lock, std::chrono::seconds(10), [] { return g_inside >= 2 || g_rendezvous != -1; });
+  if (g_rendezvous == -1) g_rendezvous = met ? 1 : 0;
+  g_rendezvous_cv.notify_all();
+}
+
 CUresult launch(CUstream stream, void** params) {
+  rendezvous();
   g_launches.fetch_add(1, std::memory_order_relaxed);
   (void)enqueue(stream, kernel_ns(params));
   return CUDA_SUCCESS;
@@ -345,10 +379,16 @@ CUresult cuLaunchCooperativeKernel(CUfunction, unsigned, unsigned, unsigned, uns
                                    CUstream s, void** params) {
   return launch(s, params);
 }
-CUresult cuGraphLaunch(CUgraphExec, CUstream s) { return launch(s, nullptr); }
+void reserve_graph_memory();
+CUresult cuGraphLaunch(CUgraphExec, CUstream s) {
+  reserve_graph_memory();
+  return launch(s, nullptr);
+}
 
 CUresult cuEventCreate(CUevent* e, unsigned int) {
-  *e = reinterpret_cast<CUevent>(new FakeEvent());
+  auto* event = new FakeEvent();
+  event->context = current_context();
+  *e = reinterpret_cast<CUevent>(event);
   return CUDA_SUCCESS;
 }
 CUresult cuEventDestroy_v2(CUevent e) {
@@ -379,6 +419,10 @@ unsigned long long fake_cuda_records_while_capturing() { return g_records_while_
 CUresult cuEventRecord(CUevent e, CUstream s) {
   if (capturing()) ++g_records_while_capturing;
   auto* fe = reinterpret_cast<FakeEvent*>(e);
+  if (fe->context != current_context()) {  // the default stream of another context
+    ++g_bad_records;
+    return CUDA_ERROR_INVALID_HANDLE;
+  }
   std::lock_guard lock(g_stream_mutex);
   if (fe->pending) {
     auto& list = g_pending[fe->stream];
@@ -419,6 +463,55 @@ CUresult cuStreamSynchronize(CUstream s) {
 }
 // Test control: launches seen by the driver (to check hooks pass them through).
 unsigned long long fake_cuda_launches() { return g_launches.load(); }
+unsigned long long fake_cuda_bad_records() { return g_bad_records.load(); }
+int fake_cuda_rendezvous() {
+  std::lock_guard lock(g_rendezvous_mutex);
+  return g_rendezvous;
+}
+
+// CUDA graphs: FAKE_CUDA_GRAPH_MEM=BYTES makes every cuGraphLaunch need that much graph
+// memory, which the device's graph memory pool keeps reserved (as after a graph whose
+// memory nodes allocate and free) until cuDeviceGraphMemTrim.
+std::size_t g_graph_reserved = 0;
+void reserve_graph_memory() {
+  const char* env = std::getenv("FAKE_CUDA_GRAPH_MEM");
+  if (env == nullptr) return;
+  const std::size_t need = std::strtoull(env, nullptr, 10);
+  std::lock_guard lock(g_mutex);
+  if (need > g_graph_reserved) {
+    g_used += need - g_graph_reserved;
+    g_graph_reserved = need;
+  }
+}
+CUresult cuDeviceGetGraphMemAttribute(int, int attribute, void* value) {
+  std::lock_guard lock(g_mutex);
+  if (attribute == 2 || attribute == 0) {  // RESERVED_MEM_CURRENT, USED_MEM_CURRENT
+    *static_cast<cuuint64_t*>(value) = attribute == 2 ? g_graph_reserved : 0;
+    return CUDA_SUCCESS;
+  }
+  return CUDA_ERROR_INVALID_VALUE;
+}
+CUresult cuDeviceGraphMemTrim(int) {
+  std::lock_guard lock(g_mutex);
+  g_used -= g_graph_reserved;
+  g_graph_reserved = 0;
+  return CUDA_SUCCESS;
+}
+
+// Mipmapped arrays hold every level, each half the size of the one before.
+CUresult cuMipmappedArrayCreate(CUmipmappedArray* a, const CUDA_ARRAY3D_DESCRIPTOR* d, unsigned int levels) {
+  const std::size_t element = d->Format == 0x01 ? 1 : 4;
+  std::size_t bytes = 0;
+  for (unsigned level = 0; level < levels; ++level) {
+    auto shrink = [level](std::size_t n) -> std::size_t { return n == 0 ? 1 : std::max<std::size_t>(n >> level, 1); };
+    bytes += shrink(d->Width) * shrink(d->Height) * shrink(d->Depth) * element * d->NumChannels;
+  }
+  unsigned long long h = 0;
+  const CUresult rc = allocate(&h, bytes);
+  *a = reinterpret_cast<CUmipmappedArray>(h);
+  return rc;
+}
+CUresult cuMipmappedArrayDestroy(CUmipmappedArray a) { return release(reinterpret_cast<unsigned long long>(a)); }
 
 struct Entry {
   const char* base;
@@ -440,20 +533,62 @@ CUresult cuDeviceGet(int* device, int ordinal) {
   *device = 0;
   return CUDA_SUCCESS;
 }
+// A context takes FAKE_CUDA_CONTEXT_BYTES of device memory (default 0) while it exists.
+std::size_t context_bytes() {
+  const char* env = std::getenv("FAKE_CUDA_CONTEXT_BYTES");
+  return env != nullptr ? static_cast<std::size_t>(std::strtoull(env, nullptr, 10)) : 0;
+}
 CUresult cuDevicePrimaryCtxRetain(void** context, int) {
   if (injected_failure("cuDevicePrimaryCtxRetain")) return CUDA_ERROR_OUT_OF_MEMORY;
   std::lock_guard lock(g_mutex);
-  ++g_primary_refs;
-  *context = &g_primary_refs;
+  if (g_primary_refs++ == 0) g_used += context_bytes();
+  *context = &g_primary_context;
   return CUDA_SUCCESS;
 }
 CUresult cuDevicePrimaryCtxRelease_v2(int) {
   std::lock_guard lock(g_mutex);
   if (g_primary_refs == 0) return CUDA_ERROR_INVALID_VALUE;
-  --g_primary_refs;
+  if (--g_primary_refs == 0) g_used -= context_bytes();
   return CUDA_SUCCESS;
 }
-CUresult cuCtxSetCurrent(void*) { return CUDA_SUCCESS; }
+CUresult cuDevicePrimaryCtxReset_v2(int) {
+  std::lock_guard lock(g_mutex);
+  if (g_primary_refs > 0) g_used -= context_bytes();
+  g_primary_refs = 0;
+  return CUDA_SUCCESS;
+}
+std::atomic<int> g_next_context_id{1};
+CUresult create_context(void** context) {
+  if (context == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  {
+    std::lock_guard lock(g_mutex);
+    if (g_used + context_bytes() > capacity()) return CUDA_ERROR_OUT_OF_MEMORY;
+    g_used += context_bytes();
+  }
+  auto* created = new FakeContext{g_next_context_id++};
+  t_current = created;  // cuCtxCreate makes the new context current
+  *context = created;
+  return CUDA_SUCCESS;
+}
+CUresult cuCtxCreate_v2(void** context, unsigned int, int) { return create_context(context); }
+CUresult cuCtxCreate_v4(void** context, void*, unsigned int, int) { return create_context(context); }
+CUresult cuCtxDestroy_v2(void* context) {
+  auto* c = static_cast<FakeContext*>(context);
+  if (c == nullptr || c == &g_primary_context) return CUDA_ERROR_INVALID_CONTEXT;
+  if (t_current == c) t_current = nullptr;
+  delete c;
+  std::lock_guard lock(g_mutex);
+  g_used -= context_bytes();
+  return CUDA_SUCCESS;
+}
+CUresult cuCtxSetCurrent(void* context) {
+  t_current = static_cast<FakeContext*>(context);
+  return CUDA_SUCCESS;
+}
+CUresult cuCtxGetCurrent(void** context) {
+  *context = current_context();
+  return CUDA_SUCCESS;
+}
 CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
 CUresult cuGetErrorString(CUresult, const char** text) {
   if (text != nullptr) *text = "fake error";
@@ -533,6 +668,16 @@ static const Entry kEntries[] = {
     {"cuEventQuery", "cuEventQuery", FAKE_FN(cuEventQuery), nullptr},
     {"cuEventElapsedTime", "cuEventElapsedTime_v2", FAKE_FN(cuEventElapsedTime_v2), nullptr},
     {"cuStreamSynchronize", "cuStreamSynchronize", FAKE_FN(cuStreamSynchronize), nullptr},
+    {"cuDevicePrimaryCtxRetain", "cuDevicePrimaryCtxRetain", FAKE_FN(cuDevicePrimaryCtxRetain), nullptr},
+    {"cuDevicePrimaryCtxRelease", "cuDevicePrimaryCtxRelease_v2", FAKE_FN(cuDevicePrimaryCtxRelease_v2), nullptr},
+    {"cuDevicePrimaryCtxReset", "cuDevicePrimaryCtxReset_v2", FAKE_FN(cuDevicePrimaryCtxReset_v2), nullptr},
+    {"cuCtxDestroy", "cuCtxDestroy_v2", FAKE_FN(cuCtxDestroy_v2), nullptr},
+    {"cuCtxSetCurrent", "cuCtxSetCurrent", FAKE_FN(cuCtxSetCurrent), nullptr},
+    {"cuCtxGetCurrent", "cuCtxGetCurrent", FAKE_FN(cuCtxGetCurrent), nullptr},
+    {"cuMipmappedArrayCreate", "cuMipmappedArrayCreate", FAKE_FN(cuMipmappedArrayCreate), nullptr},
+    {"cuMipmappedArrayDestroy", "cuMipmappedArrayDestroy", FAKE_FN(cuMipmappedArrayDestroy), nullptr},
+    {"cuDeviceGetGraphMemAttribute", "cuDeviceGetGraphMemAttribute", FAKE_FN(cuDeviceGetGraphMemAttribute), nullptr},
+    {"cuDeviceGraphMemTrim", "cuDeviceGraphMemTrim", FAKE_FN(cuDeviceGraphMemTrim), nullptr},
 };
 
 CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int cuda_version, cuuint64_t flags,
@@ -542,9 +687,14 @@ CUresult cuGetProcAddress(const char* symbol, void** pfn, int cuda_version, cuui
   return cuGetProcAddress_v2(symbol, pfn, cuda_version, flags, nullptr);
 }
 
-CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int, cuuint64_t flags,
+CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int cuda_version, cuuint64_t flags,
                              CUdriverProcAddressQueryResult* status) {
   if (symbol == nullptr || pfn == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (std::strcmp(symbol, "cuCtxCreate") == 0) {  // one base name, a version per CUDA release
+    *pfn = cuda_version >= 12050 ? FAKE_FN(cuCtxCreate_v4) : FAKE_FN(cuCtxCreate_v2);
+    if (status != nullptr) *status = 0;
+    return CUDA_SUCCESS;
+  }
   if (std::strcmp(symbol, "cuGetProcAddress") == 0) {
     *pfn = FAKE_FN(cuGetProcAddress_v2);
     if (status != nullptr) *status = 0;

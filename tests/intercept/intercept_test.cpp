@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -82,6 +83,58 @@ TEST_P(EveryWayIn, EveryAllocationPathIsAdmitted) {
   // allocation fits once padded to 512 (51200); a 1000-byte-wide one (102400 padded) does not fit, and
   // the driver is never asked for it, so there is no pitch to report.
   EXPECT_EQ(r.out, "init ok\nasync ok\nmanaged ok\ncreate ok\nalloc oom\narray oom\npitch ok 512\npitch oom 0\n");
+}
+
+TEST_P(EveryWayIn, AContextIsChargedWhileItLives) {
+  // A context takes device memory no allocation shows (here 300 KB, as configured):
+  // charged when a device's primary context is first retained or a context created,
+  // given back when it goes.
+  const std::string env = "VGPU_MEMORY_LIMIT=1000000 VGPU_CONTEXT_BYTES=300000 FAKE_CUDA_CONTEXT_BYTES=300000 VGPU_LOG_LEVEL=error";
+  AppRun r = run(GetParam(), "ctx ctx info alloc:800000 ctxrelease info ctxrelease info ctxcreate info ctxdestroy info", env);
+  EXPECT_EQ(r.out, "init ok\nctx ok\nctx ok\ninfo ok free=700000 total=1000000\nalloc oom\nctxrelease ok\n"
+                   "info ok free=700000 total=1000000\nctxrelease ok\ninfo ok free=1000000 total=1000000\n"
+                   "ctxcreate ok\ninfo ok free=700000 total=1000000\nctxdestroy ok\ninfo ok free=1000000 total=1000000\n");
+  // A reset destroys the primary context whatever its count.
+  r = run(GetParam(), "ctx ctx ctxreset info", env);
+  EXPECT_EQ(r.out, "init ok\nctx ok\nctx ok\nctxreset ok\ninfo ok free=1000000 total=1000000\n");
+  // A context that does not fit is refused, as the driver refuses one on a full GPU.
+  r = run(GetParam(), "alloc:800000 ctxcreate", env);
+  EXPECT_EQ(r.out, "init ok\nalloc ok\nctxcreate oom\n");
+}
+
+TEST_P(EveryWayIn, MipmappedArraysAreCountedLevelByLevel) {
+  // 512 x 512 bytes with 4 levels: 262144 + 65536 + 16384 + 4096 = 348160 bytes.
+  const AppRun r = run(GetParam(), "mipmap:512:4 info mipmap:1024:1", "VGPU_MEMORY_LIMIT=1000000 VGPU_LOG_LEVEL=error");
+  EXPECT_EQ(r.out, "init ok\nmipmap ok\ninfo ok free=651840 total=1000000\nmipmap oom\n");
+}
+
+TEST_P(EveryWayIn, GraphMemoryIsCountedAndTrimmedBeforeRefusing) {
+  // A graph whose memory nodes need 600 KB: after it runs, the graph memory pool keeps
+  // them, and the slice shows it. A cudaMalloc that does not fit beside it first makes
+  // the pool give its idle memory back (cuDeviceGraphMemTrim), then fits.
+  AppRun r = run(GetParam(), "graphlaunch info alloc:600000 info drvused",
+                 "VGPU_MEMORY_LIMIT=1000000 FAKE_CUDA_GRAPH_MEM=600000 VGPU_LOG_LEVEL=error");
+  EXPECT_EQ(r.out, "init ok\ngraphlaunch ok\ninfo ok free=400000 total=1000000\nalloc ok\n"
+                   "info ok free=400000 total=1000000\ndrvused 600000\n");
+  // A stream-ordered allocation made while the stream is captured is a graph memory
+  // node: nothing is taken until the graph runs, so nothing is charged now.
+  r = run(GetParam(), "async:500000 info", "VGPU_MEMORY_LIMIT=1000000 FAKE_CUDA_CAPTURING=1 VGPU_LOG_LEVEL=error");
+  EXPECT_EQ(r.out, "init ok\nasync ok\ninfo ok free=1000000 total=1000000\n");
+}
+
+TEST_P(EveryWayIn, PacingEventsBelongToTheLaunchsContext) {
+  // Launches in a second context: timing events made in the first cannot be recorded on
+  // the second's streams (the driver refuses), which left those launches unpaced.
+  const AppRun r = run(GetParam(), "launch:20 ctxcreate launch:20 badrecords ctxdestroy launch:20 badrecords",
+                       "VGPU_COMPUTE_SHARE=0.5 VGPU_LOG_LEVEL=error");
+  EXPECT_EQ(r.out, "init ok\nlaunch ok\nctxcreate ok\nlaunch ok\nbadrecords 0\nctxdestroy ok\nlaunch ok\nbadrecords 0\n");
+}
+
+TEST_P(EveryWayIn, PacedLaunchesFromTwoThreadsReachTheDriverTogether) {
+  // The pacer's lock is not held across the real launch: the fake driver holds the first
+  // launch until a second thread's launch is inside it too (or 10 s have passed).
+  const AppRun r = run(GetParam(), "concurrent", "VGPU_COMPUTE_SHARE=0.5 FAKE_CUDA_LAUNCH_RENDEZVOUS=1 VGPU_LOG_LEVEL=error");
+  EXPECT_EQ(r.out, "init ok\nconcurrent together\n");
 }
 
 // getproc_ptds: every lookup with the per-thread-default-stream flag (cudart built with
@@ -197,6 +250,19 @@ TEST(Intercept, WhatNvmlSeesBeyondTheHooksIsCounted) {
   std::filesystem::remove(config);
 }
 
+TEST(Intercept, AContextIsMeasuredThroughNvmlWhenNoSizeIsConfigured) {
+  // NVML says the process holds 300 KB once its context exists: that is the context.
+  const auto config = std::filesystem::temp_directory_path() / ("vgpu-nvml-ctx-" + std::to_string(::getpid()) + ".json");
+  std::ofstream(config) << R"({"devices": [{"name": "Fake", "uuid": "GPU-ctx-0", "memory_total": 80000000000,
+                                            "processes": [{"pid": "self", "used": 300000}]}]})";
+  const std::string nvml = std::string(FAKE_NVML_DIR) + "/libnvidia-ml.so.1";
+  const AppRun r = run("dlsym", "ctx info", "VGPU_MEMORY_LIMIT=1000000 VGPU_GPU_UUID=GPU-ctx-0 VGPU_REAL_LIBNVML=" + nvml +
+                                                " FAKE_NVML_CONFIG=" + config.string() + " VGPU_LOG_LEVEL=info");
+  EXPECT_EQ(r.out, "init ok\nctx ok\ninfo ok free=700000 total=1000000\n");
+  EXPECT_NE(r.err.find("a CUDA context takes 300000 bytes (measured by NVML)"), std::string::npos) << r.err;
+  std::filesystem::remove(config);
+}
+
 TEST(Intercept, MemGetInfoNeverReportsMoreThanTheDeviceHas) {
   // A 100 GB limit (an oversubscribed slice) on the fake's 80 GB device.
   const AppRun r = run("dlsym", "info", "VGPU_MEMORY_LIMIT=100000000000 VGPU_LOG_LEVEL=error");
@@ -212,24 +278,76 @@ TEST(Intercept, FreesRacingWithAllocationsOfTheSameAddressLeakNothing) {
   EXPECT_EQ(r.out, "init ok\nrace ok\ninfo ok free=1000000 total=1000000\n") << "bytes left charged after every free";
 }
 
-TEST(Intercept, ASkewedTotalIsNeverWrappedByReclaim) {
-  // A process killed between charging its slot and the slice total leaves the total lower
-  // than the slots. Reclaiming the dead slot must clamp at 0, not wrap to ~2^64 ("17 TB in
-  // use"), which would refuse every allocation afterwards.
-  apt::vgpu::runtime::AccountingRegion region =
-      apt::vgpu::runtime::AccountingRegion::create(apt::vgpu::runtime::RegionKind::slice, "/vgpu-skew", 0);
-  // A dead process's slot says 500 KB; the total says only 100 KB.
+// A sleeping child with its real start time, for a live slot of a region.
+struct Sleeper {
+  pid_t pid = ::fork();
+  Sleeper() {
+    if (pid == 0) {
+      ::execl("/bin/sleep", "sleep", "300", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  ~Sleeper() { ReapOnExit{pid}; }
+  std::uint32_t start_time() const {
+    // /proc/PID/stat field 22, after the command in parentheses (set at fork; exec keeps it).
+    const std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 22; ++i) fields >> field;
+    return static_cast<std::uint32_t>(std::stoull(field));
+  }
+};
+
+pid_t dead_pid() {
   const pid_t dead = ::fork();
   if (dead == 0) ::_exit(0);
   ::waitpid(dead, nullptr, 0);
-  ASSERT_NO_FATAL_FAILURE(edit_region(region.name(), [dead](vgpu_shm_region& r) {
-    r.slots[0].pid = dead;
-    r.slots[0].used_bytes = 500000;
-    r.used_bytes = 100000;
+  return dead;
+}
+
+std::uint64_t own_pid_namespace() {
+  struct stat st {};
+  return ::stat("/proc/self/ns/pid", &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
+}
+
+TEST(Intercept, TheSlicesUseIsTheSumOfItsProcessesSlots) {
+  // The slots are the only books (there is no separate total that a process killed
+  // between two steps could leave out of step, or that reclaim could wrap): a live
+  // process's 200 KB count, a dead one's 500 KB are reclaimed.
+  apt::vgpu::runtime::AccountingRegion region =
+      apt::vgpu::runtime::AccountingRegion::create(apt::vgpu::runtime::RegionKind::slice, "/vgpu-sum", 0);
+  const Sleeper live;
+  const std::uint32_t live_start = live.start_time();
+  const pid_t dead = dead_pid();
+  ASSERT_NO_FATAL_FAILURE(edit_region(region.name(), [&](vgpu_shm_region& r) {
+    r.slots[0] = vgpu_shm_slot{dead, 0, 500000, 0};
+    r.slots[1] = vgpu_shm_slot{live.pid, live_start, 200000, 0};
   }));
-  const AppRun r = run("dlsym", "info alloc:900000 info",
+  EXPECT_EQ(apt::vgpu::runtime::AccountingRegion::used_bytes(region.name()), 700000U);
+  const AppRun r = run("dlsym", "info alloc:900000 alloc:800000 info",
                        "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + region.name() + " VGPU_LOG_LEVEL=error");
-  EXPECT_EQ(r.out, "init ok\ninfo ok free=1000000 total=1000000\nalloc ok\ninfo ok free=100000 total=1000000\n");
+  EXPECT_EQ(r.out, "init ok\ninfo ok free=800000 total=1000000\nalloc oom\nalloc ok\ninfo ok free=0 total=1000000\n");
+  EXPECT_EQ(apt::vgpu::runtime::AccountingRegion::used_bytes(region.name()), 200000U) << "the app gave its share back at exit";
+}
+
+TEST(Intercept, ASlotOfAnotherPidNamespaceIsNotJudgedHere) {
+  // Two containers share a slice: a pid written by a process of another PID namespace
+  // names some other process (or none) here, so it must not be reclaimed from here.
+  apt::vgpu::runtime::AccountingRegion region =
+      apt::vgpu::runtime::AccountingRegion::create(apt::vgpu::runtime::RegionKind::slice, "/vgpu-pidns", 0);
+  const pid_t dead = dead_pid();
+  const std::uint64_t ours = own_pid_namespace();
+  ASSERT_NE(ours, 0U);
+  ASSERT_NO_FATAL_FAILURE(edit_region(region.name(), [&](vgpu_shm_region& r) {
+    r.slots[0] = vgpu_shm_slot{dead, 0, 500000, ours + 1};
+  }));
+  const std::string env = "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + region.name() + " VGPU_LOG_LEVEL=error";
+  AppRun r = run("dlsym", "info", env);
+  EXPECT_EQ(r.out, "init ok\ninfo ok free=500000 total=1000000\n") << "another namespace's slot was reclaimed";
+  // The same pid in our own namespace is dead, and is reclaimed.
+  ASSERT_NO_FATAL_FAILURE(edit_region(region.name(), [&](vgpu_shm_region& region_now) { region_now.slots[0].pid_namespace = ours; }));
+  r = run("dlsym", "info", env);
+  EXPECT_EQ(r.out, "init ok\ninfo ok free=1000000 total=1000000\n");
 }
 
 TEST(Intercept, ARecycledPidDoesNotKeepADeadProcesssBytes) {
@@ -237,17 +355,11 @@ TEST(Intercept, ARecycledPidDoesNotKeepADeadProcesssBytes) {
   // another start time). kill(pid, 0) says "alive"; the start time says it is not the same.
   apt::vgpu::runtime::AccountingRegion region =
       apt::vgpu::runtime::AccountingRegion::create(apt::vgpu::runtime::RegionKind::slice, "/vgpu-reuse", 0);
-  const pid_t sleeper = ::fork();
-  if (sleeper == 0) {
-    ::execl("/bin/sleep", "sleep", "300", static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  const ReapOnExit reap{sleeper};
-  ASSERT_NO_FATAL_FAILURE(edit_region(region.name(), [sleeper](vgpu_shm_region& r) {
-    r.slots[0].pid = sleeper;
+  const Sleeper sleeper;
+  ASSERT_NO_FATAL_FAILURE(edit_region(region.name(), [&](vgpu_shm_region& r) {
+    r.slots[0].pid = sleeper.pid;
     r.slots[0].start_time = 1;  // no process on this machine started at tick 1
     r.slots[0].used_bytes = 500000;
-    r.used_bytes = 500000;
   }));
   const AppRun r = run("dlsym", "info", "VGPU_MEMORY_LIMIT=1000000 VGPU_SHM_NAME=" + region.name() + " VGPU_LOG_LEVEL=error");
   EXPECT_EQ(r.out, "init ok\ninfo ok free=1000000 total=1000000\n") << "the recycled pid's 500 KB were not reclaimed";
@@ -300,6 +412,21 @@ TEST(Intercept, NvmlMemoryQueriesOfTheSlicesGpuShowTheSlice) {
   EXPECT_EQ(run_nvml(base + "VGPU_GPU_UUID=GPU-other " + NVML_APP_PATH),
             "v1 0 total=80000000000 used=5000000000 free=75000000000\n"
             "v2 0 total=80000000000 used=5000000000 free=75000000000\n");
+  std::filesystem::remove(config);
+}
+
+TEST(Intercept, NvmlProcessListsShowOnlyTheSlicesProcesses) {
+  // NVML lists every process on the GPU; a tenant sees its own slice's only (here itself,
+  // not pid 1), with NVML's buffer contract kept: too small a buffer gets the count needed.
+  const auto config = std::filesystem::temp_directory_path() / ("vgpu-nvml-procs-" + std::to_string(::getpid()) + ".json");
+  std::ofstream(config) << R"({"devices": [{"name": "NVIDIA H100", "uuid": "GPU-mine", "memory_total": 80000000000,
+                                            "processes": [{"pid": "self", "used": 1000}, {"pid": 1, "used": 2000}]}]})";
+  const std::string base = "env LD_LIBRARY_PATH=" + std::string(FAKE_NVML_DIR) + " FAKE_NVML_CONFIG=" + config.string() +
+                           " LD_PRELOAD=" + VGPU_CUDA_PRELOAD + " VGPU_MEMORY_LIMIT=1000000 ";
+  EXPECT_EQ(apt::vgpu::testing::run_shell(base + "VGPU_GPU_UUID=GPU-mine " + NVML_APP_PATH + " procs").out,
+            "sizing 7 n=1\nv3 0 n=1 self=1\nv1 0 n=1 self=1\n");
+  EXPECT_EQ(apt::vgpu::testing::run_shell(base + "VGPU_GPU_UUID=GPU-other " + NVML_APP_PATH + " procs").out,
+            "sizing 7 n=2\nv3 0 n=2 self=1\nv1 0 n=2 self=1\n");
   std::filesystem::remove(config);
 }
 

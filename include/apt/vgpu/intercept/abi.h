@@ -11,7 +11,8 @@
 #ifndef APT_VGPU_INTERCEPT_ABI_H
 #define APT_VGPU_INTERCEPT_ABI_H
 
-#define VGPU_ABI_VERSION 2 /* 2: slots carry their process's start time */
+#define VGPU_ABI_VERSION 3 /* 2: slots carry their process's start time; 3: the slots are the only books (no
+                               separate total), and carry their process's PID namespace */
 
 /* Identity of the slice. */
 #define VGPU_ENV_ID "VGPU_ID"                     /* e.g. "vgpu-3"; unique per node ledger */
@@ -27,6 +28,7 @@
 #define VGPU_ENV_SHM_NAME "VGPU_SHM_NAME"           /* POSIX shm object shared by the slice's processes */
 #define VGPU_ENV_GPU_SHM_NAME "VGPU_GPU_SHM_NAME"   /* POSIX shm object shared by the GPU's paced slices */
 #define VGPU_ENV_LOG_LEVEL "VGPU_LOG_LEVEL"         /* error | warn | notice | info | debug */
+#define VGPU_ENV_CONTEXT_BYTES "VGPU_CONTEXT_BYTES" /* bytes charged per CUDA context; unset: measured by NVML */
 
 /* Where the runtime finds the interception library (overrides the search). */
 #define VGPU_ENV_INTERCEPT_LIBRARY "VGPU_INTERCEPT_LIBRARY"
@@ -38,13 +40,21 @@
  * (vgpud, or the embedded runtime) creates regions, under unguessable names,
  * and writes magic, abi_version and memory_limit before handing the name out;
  * the interception library opens existing regions only and refuses a wrong
- * magic or ABI. `used_bytes` is the slice's
- * total, changed only with atomic compare-and-swap, so admission never
- * overshoots the limit. Each process owns one slot and keeps its own share
- * there; a slot whose pid no longer exists is reclaimed (its bytes returned)
- * by the next process that looks, holding an open-file-description lock
- * (fcntl F_OFD_SETLK) on the bytes of `reclaim_lock`, which the kernel drops
- * when its holder dies.
+ * magic or ABI.
+ *
+ * The books are the slots, and only the slots: each process owns one and keeps
+ * its own share there, and the slice's use is their sum (vgpu_shm_region_used).
+ * Admission adds to the process's own slot first, then sums every slot and
+ * takes the bytes back if the sum passed the limit; with sequentially consistent
+ * operations two processes admitting at once cannot both miss the other, so the
+ * limit is never overshot, and no process killed at any point can leave a total
+ * out of step with the slots (there is none). A slot whose process no longer
+ * runs is reclaimed (zeroed and freed) by the next process of the same PID
+ * namespace that looks, holding an open-file-description lock (fcntl
+ * F_OFD_SETLK) on the bytes of `reclaim_lock`, which the kernel drops when its
+ * holder dies. Slots of processes in another PID namespace (another container
+ * sharing the slice) are left to processes of that namespace, or to the
+ * region's owner when the slice ends: their pids mean nothing here.
  */
 #include <stdint.h>
 
@@ -52,17 +62,17 @@
 #define VGPU_SHM_SLOTS 64
 
 struct vgpu_shm_slot {
-  int32_t pid;          /* 0: free */
-  uint32_t start_time;  /* low 32 bits of the process's start (clock ticks since boot, /proc/PID/stat
-                           field 22), so a recycled pid is not taken for it; 0 while being claimed */
-  uint64_t used_bytes;  /* this process's allocations */
+  int32_t pid;             /* 0: free */
+  uint32_t start_time;     /* low 32 bits of the process's start (clock ticks since boot, /proc/PID/stat
+                              field 22), so a recycled pid is not taken for it; 0 while being claimed */
+  uint64_t used_bytes;     /* this process's share of the slice */
+  uint64_t pid_namespace;  /* inode of the process's /proc/self/ns/pid; 0: unknown (judged as local) */
 };
 
 struct vgpu_shm_region {
   uint32_t magic;         /* VGPU_SHM_MAGIC once initialised */
   uint32_t abi_version;   /* VGPU_ABI_VERSION */
   uint64_t memory_limit;  /* bytes; set by the first process */
-  uint64_t used_bytes;    /* all processes together */
   uint32_t reclaim_lock;  /* its bytes are the reclaim lock's range; the value is unused */
   uint32_t reserved;
   /* Compute pacing: a token bucket of GPU time shared by the slice's processes.
@@ -73,6 +83,16 @@ struct vgpu_shm_region {
   uint64_t gpu_time_ns;   /* GPU time used, cumulative */
   struct vgpu_shm_slot slots[VGPU_SHM_SLOTS];
 };
+
+/* The slice's use: the sum of its slots, saturating at UINT64_MAX. */
+static inline uint64_t vgpu_shm_region_used(const struct vgpu_shm_region* region) {
+  uint64_t total = 0;
+  for (int i = 0; i < VGPU_SHM_SLOTS; ++i) {
+    const uint64_t bytes = __atomic_load_n(&region->slots[i].used_bytes, __ATOMIC_SEQ_CST);
+    if (__builtin_add_overflow(total, bytes, &total)) return UINT64_MAX;
+  }
+  return total;
+}
 
 /*
  * One region per physical GPU (VGPU_GPU_SHM_NAME, "/vgpu-gpu-<index>-<random>";

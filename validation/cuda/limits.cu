@@ -7,6 +7,7 @@
 //   {"check": "cudaMalloc", "allocated": B, "stopped_by": "cudaErrorMemoryAllocation"|"cap"}
 //   {"check": "cudaMallocAsync", "allocated": B, "after_free_total_used": U, "stopped_by": ...}
 //   {"check": "vmm_release_while_mapped", "mapped": M, "malloc_after_release": ok?, ...}
+//   {"check": "graph_memory", "node_bytes": N, "used_before": U0, "used_after_launch": U1, "used_after_trim": U2}
 //   {"check": "hold", "pid": P, "held": B, "used_by_slice": U}   (with --hold-seconds)
 // Allocation stops at the error or at 1 GiB past what cudaMemGetInfo called
 // total (the "cap"), so an unenforced limit cannot take the whole GPU.
@@ -142,7 +143,40 @@ int main(int argc, char** argv) {
     }
   }
 
-  // 4. Hold some memory so the harness can compare nvidia-smi's per-process
+  // 4. A CUDA graph whose memory node allocates (and frees) 1 GiB: the graph memory
+  // pool keeps it after the launch, so the slice's use must show it until trimmed.
+  {
+    cudaStream_t stream;
+    CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    const std::size_t node_bytes = 1024 * kMiB;
+    std::size_t f0 = 0, t0 = 0;
+    CHECK_CUDA(cudaMemGetInfo(&f0, &t0));
+    cudaGraph_t graph;
+    CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    void* p = nullptr;
+    CHECK_CUDA(cudaMallocAsync(&p, node_bytes, stream));
+    CHECK_CUDA(cudaMemsetAsync(p, 0, node_bytes, stream));
+    CHECK_CUDA(cudaFreeAsync(p, stream));
+    CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+    cudaGraphExec_t exec;
+    CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    CHECK_CUDA(cudaGraphLaunch(exec, stream));
+    CHECK_CUDA(cudaStreamSynchronize(stream));
+    std::size_t f1 = 0, t1 = 0;
+    CHECK_CUDA(cudaMemGetInfo(&f1, &t1));
+    CHECK_CUDA(cudaGraphExecDestroy(exec));
+    CHECK_CUDA(cudaGraphDestroy(graph));
+    int device = 0;
+    CHECK_CUDA(cudaGetDevice(&device));
+    CHECK_CUDA(cudaDeviceGraphMemTrim(device));
+    std::size_t f2 = 0, t2 = 0;
+    CHECK_CUDA(cudaMemGetInfo(&f2, &t2));
+    emit("{\"check\": \"graph_memory\", \"node_bytes\": " + num(node_bytes) + ", \"used_before\": " + num(t0 - f0) +
+         ", \"used_after_launch\": " + num(t1 - f1) + ", \"used_after_trim\": " + num(t2 - f2) + "}");
+    CHECK_CUDA(cudaStreamDestroy(stream));
+  }
+
+  // 5. Hold some memory so the harness can compare nvidia-smi's per-process
   // figure with the slice's accounting.
   if (hold_seconds > 0) {
     void* p = nullptr;

@@ -1,0 +1,77 @@
+"""apt.vgpu.memory: the seed's memory example verbatim and the pool's contract."""
+
+import pytest
+
+from apt.vgpu import VGPUCapacityError, VGPUOutOfMemoryError
+from apt.vgpu.memory import GPUMemoryManager
+
+from conftest import run_seed
+
+
+def test_seed_memory_example(capsys):
+    ns = run_seed("""
+        from apt.vgpu.memory import GPUMemoryManager
+
+        memory_mgr = GPUMemoryManager(
+            pool_size='80GB',
+            fragmentation_threshold=0.1
+        )
+
+        memory_block = memory_mgr.allocate('16GB')
+        memory_mgr.free(memory_block)
+
+        stats = memory_mgr.get_stats()
+        print(f"Used: {stats['used']}, Free: {stats['free']}")
+    """)
+    assert capsys.readouterr().out == "Used: 0, Free: 80000000000\n"
+    assert ns["stats"]["pool_size"] == 80_000_000_000
+
+
+def test_exhaustion_is_a_memory_error():
+    pool = GPUMemoryManager("1MB", backing="none")
+    block = pool.allocate(600_000)
+    with pytest.raises(MemoryError):
+        pool.allocate("600KB")
+    with pytest.raises(VGPUOutOfMemoryError) as error:
+        pool.allocate(600_000)
+    assert isinstance(error.value, VGPUCapacityError)
+    assert pool.get_stats()["used"] >= 600_000
+    pool.free(block)
+    assert pool.get_stats()["used"] == 0
+
+
+def test_a_double_free_is_a_value_error_and_changes_nothing():
+    pool = GPUMemoryManager("1MB", backing="none")
+    block = pool.allocate(4096)
+    pool.free(block)
+    with pytest.raises(ValueError):
+        pool.free(block)
+    pool.check_invariants()
+
+
+def test_quotas_compaction_and_addresses():
+    pool = GPUMemoryManager("1MiB", alignment=256)
+    pool.set_quota("inference", "256KiB")
+    with pytest.raises(MemoryError, match="inference"):
+        pool.allocate("300KiB", tenant="inference")
+    blocks = [pool.allocate(64 * 1024, tenant="training") for _ in range(8)]
+    for b in blocks[::2]:
+        pool.free(b)
+    moved = pool.compact()
+    assert moved > 0
+    assert pool.get_stats()["largest_free_block"] >= 4 * 64 * 1024
+    assert pool.tenant_usage("training") == 4 * 64 * 1024
+    assert all(pool.address(b) != 0 for b in blocks[1::2])
+    pool.check_invariants()
+
+
+def test_bad_arguments_name_the_field():
+    with pytest.raises(ValueError, match="pool_size"):
+        GPUMemoryManager("eighty gigs")
+    with pytest.raises(ValueError, match="backing"):
+        GPUMemoryManager("1GB", backing="floppy")
+    pool = GPUMemoryManager("1MB", backing="none")
+    with pytest.raises(ValueError):
+        pool.allocate(0)
+    with pytest.raises(TypeError, match="size"):
+        pool.allocate(1.5)

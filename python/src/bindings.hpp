@@ -33,6 +33,19 @@ std::uint64_t size_argument(const nb::handle& value, const char* what);
 
 // A strong reference to a Python object, safe to hold in C++ (std::any, std::function)
 // on threads that do not hold the GIL.
+// Takes the GIL on a C++ thread (a scheduler worker, the monitor's sampler) for a call
+// into Python, keeping the thread's Python thread state from one call to the next:
+// creating and deleting one per call (what PyGILState_Ensure/Release do on a thread
+// Python did not start) was most of the cost of a no-op task. The state is deleted
+// when the thread ends, unless the interpreter is finalizing (then it is left).
+class WorkerGil {
+ public:
+  WorkerGil();
+  ~WorkerGil();
+  WorkerGil(const WorkerGil&) = delete;
+  WorkerGil& operator=(const WorkerGil&) = delete;
+};
+
 // Drops the references PyRefs released without the GIL; call with the GIL held.
 void drain_released_references();
 

@@ -29,6 +29,32 @@ int drain_pending(void*) {
 
 }  // namespace
 
+namespace {
+
+// This thread's Python state, made by PyGILState_Ensure on first use and kept.
+struct ThreadStateKeeper {
+  PyThreadState* state = nullptr;
+  ~ThreadStateKeeper() {
+    if (state == nullptr || !Py_IsInitialized() || _Py_IsFinalizing()) return;
+    PyEval_RestoreThread(state);
+    PyGILState_Release(PyGILState_UNLOCKED);  // the Ensure of first use: deletes the state, releases the GIL
+  }
+};
+thread_local ThreadStateKeeper t_keeper;
+
+}  // namespace
+
+WorkerGil::WorkerGil() {
+  if (t_keeper.state == nullptr) {
+    (void)PyGILState_Ensure();  // creates the thread's state and takes the GIL
+    t_keeper.state = PyThreadState_Get();
+  } else {
+    PyEval_RestoreThread(t_keeper.state);
+  }
+}
+
+WorkerGil::~WorkerGil() { (void)PyEval_SaveThread(); }
+
 void drain_released_references() {
   std::vector<PyObject*> drop;
   {

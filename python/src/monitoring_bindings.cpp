@@ -122,7 +122,7 @@ void bind_monitoring(nb::module_& m) {
             PyMonitor* owner = &self;
             return self.monitor->subscribe([fn, owner](const monitoring::NodeStats& stats) {
               const std::string doc = owner->json(stats);
-              nb::gil_scoped_acquire gil;
+              WorkerGil gil;
               drain_released_references();
               try {
                 fn->get()(doc);

@@ -64,7 +64,7 @@ GPUScheduler::TaskFunction python_task(nb::object callable, bool with_context) {
       device = ctx.vgpu().device();
       gpu = ctx.vgpu().gpu_id();
     }
-    nb::gil_scoped_acquire gil;
+    WorkerGil gil;
     drain_released_references();
     try {
       nb::object result;

@@ -19,6 +19,7 @@ memory (torch.cuda.set_per_process_memory_fraction); that cap covers PyTorch onl
 
 import importlib.util
 import subprocess
+import sys
 import threading
 
 from . import _core
@@ -28,13 +29,17 @@ __all__ = ["VirtualGPU", "create_vgpu", "current_vgpu", "node_capacity"]
 _scopes = threading.local()  # per thread: the stack of open `with vgpu:` blocks
 
 
+_torch_missing = False  # set once find_spec has said so: looking again costs a file-system search
+
+
 def _torch():
     """PyTorch when it is importable (imported on first need), else None."""
-    import sys
-
-    if "torch" in sys.modules:
-        return sys.modules["torch"]
+    global _torch_missing
+    torch = sys.modules.get("torch")
+    if torch is not None or _torch_missing:
+        return torch
     if importlib.util.find_spec("torch") is None:
+        _torch_missing = True
         return None
     import torch
 

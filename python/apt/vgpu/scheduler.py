@@ -25,6 +25,7 @@ import os
 import pickle
 import subprocess
 import sys
+import types
 import weakref
 
 from . import _core
@@ -71,6 +72,13 @@ class TaskContext:
 
 def _takes_context(task):
     """True when `task` needs one positional argument (a TaskContext)."""
+    code = getattr(task, "__code__", None)
+    if code is not None and type(task) is types.FunctionType and not code.co_flags & 0x0C:  # no *args / **kwargs
+        # The fast path for plain functions and lambdas (inspect.signature costs microseconds).
+        required = code.co_argcount - len(task.__defaults__ or ())
+        if required > 1:
+            raise TypeError(f"task {task!r} needs {required} arguments; a task takes none, or one (its TaskContext)")
+        return required == 1
     try:
         signature = inspect.signature(task)
     except (TypeError, ValueError):  # a builtin without a signature: call it without arguments

@@ -74,6 +74,8 @@ assert checks["torch_limits"]["limit_s"] == 3 and "(3 s)" in checks["torch_limit
 for name in ["cuda_limits", "compute_shares", "overheads", "python_package"]:
     expect(name, "skip")
 assert checks["cuda_limits"]["why"], checks["cuda_limits"]
+# The bundle's apt.vgpu loaded (package_check.py imports it before torch): the skip is torch's.
+assert "torch is not importable" in checks["python_package"]["why"], checks["python_package"]
 assert r["summary"] == {"pass": 2, "fail": 0, "skip": 4, "error": 0, "timeout": 1}, r["summary"]
 PY
 pgrep -f "sleep 3599" >/dev/null && fail "the hung check's process was left running"

@@ -113,12 +113,16 @@ def _dumps(obj):
 
 
 def _in_child_process(payload, info):
-    """Runs the pickled callable in `python -m apt.vgpu._child` bound to the task's slice."""
+    """Runs the pickled callable in a child Python (apt/vgpu/_child.py) bound to the task's slice."""
     env = dict(os.environ)
     env.update(info["environment"])
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    done = subprocess.run([sys.executable, "-m", "apt.vgpu._child"], input=payload, env=env, capture_output=True,
-                          check=False)
+    # The child runs _child.py by path (runpy), not `-m apt.vgpu._child`: it must not need the `apt`
+    # name to resolve (python3-apt may own it in a system Python), nor put this package's folder first
+    # on sys.path (its config.py or memory.py would hide a user's modules of those names).
+    child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
+    done = subprocess.run([sys.executable, "-c", "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')",
+                           child], input=payload, env=env, capture_output=True, check=False)
     if done.returncode != 0 or not done.stdout:
         raise _core.VGPUProcessError(
             f"the task's child process (pid bound to GPU {info['gpu_id']}) exited with {done.returncode} without "

@@ -14,7 +14,13 @@ from apt.vgpu.scheduler import GPUScheduler, TaskContext
 from conftest import run_seed
 
 
+def needs_gpus(gpus, count):
+    if gpus < count:
+        pytest.skip(f"the seed writes num_physical_gpus={count}; this run has --gpus={gpus}")
+
+
 def test_seed_scheduler_example(gpus):
+    needs_gpus(gpus, 8)
     ns = run_seed("""
         from apt.vgpu.scheduler import GPUScheduler
 
@@ -36,6 +42,7 @@ def test_seed_scheduler_example(gpus):
 
 
 def test_seed_many_tasks_example(gpus):
+    needs_gpus(gpus, 4)
     ns = run_seed("""
         scheduler = GPUScheduler(num_physical_gpus=4, max_virtual_gpus=16)
         task_ids = []
@@ -64,6 +71,14 @@ def test_results_and_requirements(gpus):
         assert isinstance(seen[0], TaskContext) and seen[0].environment["VGPU_MEMORY_LIMIT"] == "1000000000"
         assert device == seen[0].device_name
         assert scheduler.status(task)["state"] == "succeeded"
+
+
+def test_a_process_task_is_never_run_unenforced(monkeypatch):
+    monkeypatch.setenv("VGPU_INTERCEPT_LIBRARY", "/nonexistent/libvgpu-cuda.so")
+    with GPUScheduler(num_physical_gpus=1, max_virtual_gpus=2) as scheduler:
+        task = scheduler.submit_task(lambda: "ran", isolation="process")
+        with pytest.raises(VGPUProcessError, match="VGPU_INTERCEPT_LIBRARY"):
+            scheduler.wait_for_task(task)
 
 
 def test_a_tasks_exception_comes_back_with_its_type_and_traceback():
@@ -177,14 +192,16 @@ def test_the_interpreter_exits_with_tasks_queued_and_running():
     assert done.stdout.strip() == "submitted"
 
 
-def test_scenario_1_thirty_two_small_jobs_on_eight_gpus():
+def test_scenario_1_thirty_two_small_jobs_on_eight_gpus(gpus):
+    needs_gpus(gpus, 8)
     with GPUScheduler(num_physical_gpus=8, max_virtual_gpus=32) as scheduler:
         gate = threading.Barrier(32, timeout=60)  # all 32 hold their slices at once
         ids = [scheduler.submit_task(lambda: gate.wait() >= 0, {"memory": "5GB"}) for _ in range(32)]
         assert scheduler.wait_all(ids) == [True] * 32
 
 
-def test_scenario_4_a_hundred_configurations():
+def test_scenario_4_a_hundred_configurations(gpus):
+    needs_gpus(gpus, 8)
     with GPUScheduler(num_physical_gpus=8) as scheduler:
         configs = [{"lr": 10 ** -(k % 5), "batch": 2 ** (k % 7)} for k in range(100)]
         ids = [scheduler.submit_task(lambda c=c: c["lr"] * c["batch"], {"memory": "8GB"}) for c in configs]

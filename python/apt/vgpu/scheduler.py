@@ -116,6 +116,11 @@ def _in_child_process(payload, info):
     """Runs the pickled callable in a child Python (apt/vgpu/_child.py) bound to the task's slice."""
     env = dict(os.environ)
     env.update(info["environment"])
+    if "libvgpu-cuda.so" not in env.get("LD_PRELOAD", ""):
+        # Never run a process task unenforced, as `vgpu run --isolation intercept` refuses to.
+        raise _core.VGPUProcessError(
+            "isolation='process' needs libvgpu-cuda.so to hold the child to its slice, and it was not found: "
+            "set VGPU_INTERCEPT_LIBRARY to its path (pip-installed apt.vgpu carries it in apt/vgpu/lib)")
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     # The child runs _child.py by path (runpy), not `-m apt.vgpu._child`: it must not need the `apt`
     # name to resolve (python3-apt may own it in a system Python), nor put this package's folder first

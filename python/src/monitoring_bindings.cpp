@@ -50,7 +50,9 @@ void bind_monitoring(nb::module_& m) {
   nb::class_<PyMonitor>(m, "GPUMonitor", "The C++ monitor (see apt.vgpu.monitoring.GPUMonitor).")
       .def(
           "__init__",
-          [](PyMonitor* self, double update_interval, const std::vector<std::string>& metrics, std::size_t history) {
+          [](PyMonitor* self, double update_interval, const std::vector<std::string>& metrics, std::size_t history,
+             std::optional<double> temperature_alert, std::optional<double> memory_alert,
+             std::optional<double> power_alert) {
             if (!(update_interval > 0)) {
               throw nb::value_error(("update_interval=" + std::to_string(update_interval) +
                                      " must be a positive number of seconds (e.g. 1.0)").c_str());
@@ -60,6 +62,9 @@ void bind_monitoring(nb::module_& m) {
             self->node = runtime::Node::default_node();
             monitoring::MonitorOptions options;
             options.history_capacity = history;
+            options.alerts.temperature_celsius = temperature_alert;
+            options.alerts.memory_percent = memory_alert;
+            options.alerts.power_percent = power_alert;
             std::weak_ptr<runtime::Node> node = self->node;
             options.vgpus = [node] {
               auto n = node.lock();
@@ -69,7 +74,8 @@ void bind_monitoring(nb::module_& m) {
           },
           nb::arg("update_interval") = 1.0,
           nb::arg("metrics") = std::vector<std::string>{"utilization", "memory", "temperature"},
-          nb::arg("history") = 3600)
+          nb::arg("history") = 3600, nb::arg("temperature_alert").none() = 85.0,
+          nb::arg("memory_alert").none() = 95.0, nb::arg("power_alert").none() = nb::none())
       .def("start", [](PyMonitor& self) {
         nb::gil_scoped_release release;
         self.monitor->start();
@@ -132,11 +138,41 @@ void bind_monitoring(nb::module_& m) {
             });
           },
           nb::arg("callback"), "Calls callback(json_text) on the sampling thread after each sample.")
+      .def(
+          "on_alert",
+          [](PyMonitor& self, nb::object callback) {
+            auto fn = std::make_shared<PyRef>(std::move(callback));
+            return self.monitor->on_alert([fn](const monitoring::AlertEvent& event) {
+              WorkerGil gil;
+              drain_released_references();
+              try {
+                nb::dict d;
+                d["state"] = event.state == monitoring::AlertEvent::State::raised ? "raised" : "cleared";
+                d["kind"] = event.kind;
+                d["gpu"] = event.gpu;
+                d["vgpu"] = event.vgpu;
+                d["value"] = event.value;
+                d["threshold"] = event.threshold;
+                d["time"] = std::chrono::duration<double>(event.time.time_since_epoch()).count();
+                d["message"] = event.message;
+                fn->get()(d);
+              } catch (nb::python_error& e) {
+                e.discard_as_unraisable("apt.vgpu GPUMonitor alert callback");
+              }
+            });
+          },
+          nb::arg("callback"), "Calls callback(alert) when a threshold alert is raised or cleared.")
       .def("unsubscribe", [](PyMonitor& self, std::uint64_t id) { self.monitor->unsubscribe(id); }, nb::arg("id"))
       .def("active_alerts",
            [](const PyMonitor& self) {
+             std::vector<std::tuple<std::string, std::uint32_t, std::string>> active;
+             {
+               // The sampler holds its sampling lock while it calls Python callbacks, which need the GIL.
+               nb::gil_scoped_release release;
+               active = self.monitor->active_alerts();
+             }
              nb::list out;
-             for (const auto& [rule, gpu, detail] : self.monitor->active_alerts()) out.append(nb::make_tuple(rule, gpu, detail));
+             for (const auto& [rule, gpu, detail] : active) out.append(nb::make_tuple(rule, gpu, detail));
              return out;
            })
       .def_prop_ro("samples_taken", [](const PyMonitor& self) { return self.monitor->samples_taken(); })

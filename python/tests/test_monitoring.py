@@ -80,6 +80,24 @@ def test_subscribers_get_every_sample_on_the_sampling_thread():
     assert monitor.history("utilization")["count"] >= 3
 
 
+def test_alerts_reach_python_callbacks():
+    monitor = GPUMonitor(update_interval=0.05, temperature_alert=1.0)  # any GPU is warmer than 1 C
+    raised = []
+    seen = threading.Event()
+
+    def on_alert(alert):
+        raised.append(alert)
+        seen.set()
+
+    monitor.on_alert(on_alert)
+    with monitor:
+        assert seen.wait(60)
+    alert = raised[0]
+    assert alert["state"] == "raised" and alert["kind"] == "temperature" and alert["threshold"] == 1.0
+    assert alert["value"] > 1.0 and "temperature" in alert["message"]
+    assert any(rule == "temperature" for rule, _, _ in monitor.active_alerts())
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="update_interval"):
         GPUMonitor(update_interval=0)

@@ -83,11 +83,16 @@ class GPUMonitor:
         metrics: of 'utilization', 'memory', 'temperature', 'power', 'bandwidth', 'clocks', 'pcie',
             'processes' (per-process attribution); default the first three.
         history: samples kept per GPU and metric.
+        temperature_alert, memory_alert, power_alert: alert thresholds in degrees Celsius, percent of
+            memory and percent of the power limit (None: no such alert); defaults 85, 95, None.
     """
 
-    def __init__(self, update_interval=1.0, metrics=None, *, history=3600):
+    def __init__(self, update_interval=1.0, metrics=None, *, history=3600, temperature_alert=85.0,
+                 memory_alert=95.0, power_alert=None):
         selected = list(metrics) if metrics is not None else ["utilization", "memory", "temperature"]
-        self._core = _core.GPUMonitor(update_interval=update_interval, metrics=selected, history=history)
+        self._core = _core.GPUMonitor(update_interval=update_interval, metrics=selected, history=history,
+                                      temperature_alert=temperature_alert, memory_alert=memory_alert,
+                                      power_alert=power_alert)
         self._callbacks = {}
         _live.add(self)
 
@@ -127,6 +132,14 @@ class GPUMonitor:
 
         subscription = self._core.subscribe(deliver)
         self._callbacks[subscription] = deliver
+        return subscription
+
+    def on_alert(self, callback):
+        """Calls callback(alert) when an alert is raised or cleared, on the sampling thread: alert is
+        {'state': 'raised'|'cleared', 'kind', 'gpu', 'vgpu', 'value', 'threshold', 'time', 'message'}.
+        Returns an id for unsubscribe."""
+        subscription = self._core.on_alert(callback)
+        self._callbacks[subscription] = callback
         return subscription
 
     def unsubscribe(self, subscription):

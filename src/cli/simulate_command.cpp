@@ -4,9 +4,11 @@
 #include <apt/vgpu/common/error.hpp>
 #include <apt/vgpu/common/size.hpp>
 #include <apt/vgpu/common/suggest.hpp>
+#include <apt/vgpu/scheduler/fill_experiment.hpp>
 #include <apt/vgpu/scheduler/simulator.hpp>
 
 #include <fmt/format.h>
+#include <fstream>
 #include <iostream>
 
 namespace apt::vgpu::cli {
@@ -35,8 +37,18 @@ class SimulateCommand final : public Command {
     app_->add_option("--policy", policies_,
                      "Policies to compare, comma-separated: fifo, priority, fair, adaptive, or all (default all)")
         ->delimiter(',');
-    app_->add_option("--placement", placement_, "Placement for fifo/priority/fair: best_fit, spread, round_robin")
-        ->check(CLI::IsMember({"best_fit", "spread", "round_robin"}));
+    app_->add_option("--placement", placement_,
+                     "Placement for fifo/priority/fair: best_fit, spread, round_robin; with --experiment fill a "
+                     "comma-separated list of random, best_fit, fgd, fgd_stranding, or all (default "
+                     "best_fit,fgd,fgd_stranding)");
+    app_->add_option("--cluster", cluster_, "Node list (Alibaba openb_node_list CSV: sn,cpu_milli,memory_mib,gpu,model)")
+        ->check(CLI::ExistingFile);
+    app_->add_option("--experiment", experiment_,
+                     "fill: the FGD paper's experiment on --cluster: pods shuffled per seed, topped up to 130% of GPU "
+                     "capacity, never leaving, dropped when they fit nowhere; reports GPUs unallocated at 100% arrived")
+        ->check(CLI::IsMember({"fill"}));
+    app_->add_option("--seeds", seeds_, "Seeds for --experiment fill (default 10)")->check(in_range(1, 1000));
+    app_->add_option("--csv", csv_, "With --experiment fill: write the allocation curves (per placement and seed) here");
     app_->add_option("--arrival-scale", arrival_scale_,
                      "Multiply submit times by this (e.g. 0.05 = arrivals 20x denser, to raise the load; default 1)")
         ->check(in_range(1e-6, 1e6));
@@ -46,6 +58,12 @@ class SimulateCommand final : public Command {
   }
 
   int run() override {
+    if (!experiment_.empty() || !cluster_.empty()) return run_fill();
+    if (placement_.find(',') != std::string::npos || !(placement_ == "best_fit" || placement_ == "spread" ||
+                                                       placement_ == "round_robin")) {
+      throw InvalidArgument(fmt::format("--placement '{}': the replay takes one of best_fit, spread, round_robin "
+                                        "(lists and fgd are for --experiment fill)", placement_));
+    }
     const std::uint64_t memory = parse_size(gpu_memory_, "--gpu-memory");
     auto loaded = scheduler::load_trace_jobs(trace_, memory);
     std::vector<std::string> policies = policies_;
@@ -128,6 +146,74 @@ class SimulateCommand final : public Command {
   }
 
   const GlobalOptions& globals_;
+  int run_fill() {
+    namespace fill = scheduler::fill;
+    if (experiment_ != "fill") throw InvalidArgument("--cluster needs --experiment fill (the timed replay uses --nodes)");
+    if (cluster_.empty()) throw InvalidArgument("--experiment fill needs --cluster NODES.csv");
+    const auto nodes = fill::read_node_list(cluster_);
+    const auto pods = fill::read_pod_list(trace_);
+    fill::FillOptions options;
+    if (placement_set_by_user()) options.placements = fill::parse_placements(placement_);
+    options.seeds = seeds_;
+    const auto results = fill::run_fill(nodes, pods, options);
+    if (!csv_.empty()) {
+      std::ofstream out(csv_);
+      if (!out) throw InvalidArgument(fmt::format("--csv {}: cannot be written", csv_));
+      out << "placement,seed,arrived_gpu_pct,allocated_gpu_pct\n";
+      for (const auto& r : results) {
+        for (const auto& run : r.runs) {
+          for (const auto& [arrived, allocated] : run.curve) {
+            out << fill::to_string(r.placement) << ',' << run.seed << ',' << fmt::format("{:.2f},{:.4f}", arrived, allocated) << '\n';
+          }
+        }
+      }
+    }
+    if (json_) {
+      nlohmann::json j;
+      j["cluster"] = cluster_;
+      j["trace"] = trace_;
+      j["nodes"] = nodes.size();
+      j["gpus"] = fill::gpu_capacity(nodes) / fill::kMilliPerGpu;
+      j["pods"] = pods.size();
+      j["seeds"] = seeds_;
+      for (const auto& r : results) {
+        nlohmann::json runs = nlohmann::json::array();
+        for (const auto& run : r.runs) {
+          runs.push_back({{"seed", run.seed}, {"unallocated_gpu_pct_at_100", run.unallocated_gpu_pct_at_100},
+                          {"pods", run.pods}, {"dropped", run.dropped}, {"dropped_gpu_pods", run.dropped_gpu_pods}});
+        }
+        j["placements"].push_back({{"placement", std::string(fill::to_string(r.placement))},
+                                   {"unallocated_gpu_pct_at_100", {{"mean", r.mean_unallocated_pct}, {"sd", r.sd_unallocated_pct}}},
+                                   {"seconds", r.seconds}, {"runs", runs}});
+      }
+      std::cout << j.dump(2) << "\n";
+      return 0;
+    }
+    std::cout << fmt::format("{}: {} nodes, {} GPUs; {}: {} pods, topped up to 130% of GPU capacity; {} seeds\n\n",
+                             cluster_, nodes.size(), fill::gpu_capacity(nodes) / fill::kMilliPerGpu, trace_, pods.size(),
+                             seeds_);
+    Table table({"PLACEMENT", "UNALLOCATED GPU AT 100%", "SD", "PODS", "DROPPED", "WALL"});
+    for (const auto& r : results) {
+      double pods_mean = 0;
+      double dropped_mean = 0;
+      for (const auto& run : r.runs) {
+        pods_mean += static_cast<double>(run.pods) / static_cast<double>(r.runs.size());
+        dropped_mean += static_cast<double>(run.dropped) / static_cast<double>(r.runs.size());
+      }
+      table.add({std::string(fill::to_string(r.placement)), fmt::format("{:.2f}%", r.mean_unallocated_pct),
+                 fmt::format("{:.2f}", r.sd_unallocated_pct), fmt::format("{:.0f}", pods_mean),
+                 fmt::format("{:.0f}", dropped_mean), fmt::format("{:.1f}s", r.seconds)});
+    }
+    std::cout << table.render();
+    return 0;
+  }
+
+  bool placement_set_by_user() const { return app_->count("--placement") > 0; }
+
+  std::string cluster_;
+  std::string experiment_;
+  std::uint32_t seeds_ = 10;
+  std::string csv_;
   std::string trace_;
   std::uint32_t nodes_ = 125;
   std::uint32_t gpus_per_node_ = 8;

@@ -337,7 +337,24 @@ class Placer {
   Placer(Placement placement, const std::vector<Pod>& workload)
       : placement_(placement),
         fgd_(workload, /*count_memory=*/false),
-        stranding_(workload, /*count_memory=*/true) {}
+        stranding_(workload, /*count_memory=*/true) {
+    // The CPU each free GPU should keep: 3/4 of what the workload's GPU pods ask per GPU.
+    double cpu = 0;
+    double gpus = 0;
+    for (const Pod& p : workload) {
+      if (p.gpus == 0) continue;
+      cpu += static_cast<double>(p.cpu);
+      gpus += static_cast<double>(p.gpu_request()) / kMilliPerGpu;
+    }
+    cpu_reserve_per_gpu_ = gpus > 0 ? 0.75 * cpu / gpus : 0.0;
+  }
+
+  // Free GPUs (in GPUs) of a node state beyond what its CPU can serve at the reserve per GPU.
+  [[nodiscard]] double stranded_gpus(const StateKey& s) const {
+    const double free_gpus = static_cast<double>(gpu_total(s)) / kMilliPerGpu;
+    if (free_gpus <= 0 || cpu_reserve_per_gpu_ <= 0) return 0.0;
+    return std::max(0.0, free_gpus - static_cast<double>(s.cpu_left) / cpu_reserve_per_gpu_);
+  }
 
   // The group state's score for `p` (higher wins), or nullopt-like score -inf when it does not fit.
   Choice score(const StateKey& s, const Pod& p, double frag_before_fgd, double frag_before_stranding) const {
@@ -361,10 +378,12 @@ class Placer {
           Choice c;
           // The reference's score: sigmoid(delta / 1000) x 100 rounded down to an integer. Ours keeps
           // that rounding (nodes within a few dozen milli-GPU of fragmentation of each other tie) and
-          // breaks its ties by best fit instead of by name: measured, both the exact delta and a
-          // delta blended with best fit did worse (docs/scheduler.md).
+          // breaks its ties first by the GPUs the placement strands for want of CPU (free GPUs beyond
+          // what the node's CPU left can serve at 3/4 of the workload's CPU per GPU), then by best fit,
+          // instead of by name: measured, both the exact delta and a delta blended with best fit did
+          // worse (docs/scheduler.md).
           c.score = std::trunc(sigmoid(delta / 1000.0) * 100.0);
-          c.tie = ours ? best_fit_raw(s, p) : 0.0;
+          c.tie = ours ? -stranded_gpus(after(s, p, share_left)) * 1000.0 + best_fit_raw(s, p) / 1000.0 : 0.0;
           if (ours && p.gpus == 0) {
             // A CPU-only pod strands the GPUs of the node it eats into: it goes where the most CPU
             // is left per free GPU afterwards (a node without free GPUs first).
@@ -397,6 +416,7 @@ class Placer {
   Placement placement_;
   Fragmentation fgd_;
   Fragmentation stranding_;
+  double cpu_reserve_per_gpu_ = 0;
 };
 
 // Nodes grouped by state; a group's nodes in index order.

@@ -284,6 +284,49 @@ TEST(Cli, SimulateComparesPoliciesAndTheWholeGpuBaseline) {
   std::filesystem::remove(csv);
 }
 
+TEST(Cli, SimulateFillOnANodeListWritesTheCurveAndThePlot) {
+  const auto dir = std::filesystem::temp_directory_path() / ("vgpu-cli-fill-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "nodes.csv") << "sn,cpu_milli,memory_mib,gpu,model\n"
+                                      "n-0,96000,393216,8,G2\nn-1,104000,393216,2,T4\nn-2,64000,262144,2,P100\n";
+  std::ofstream(dir / "pods.csv") << "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,"
+                                     "deletion_time,scheduled_time\n"
+                                     "p-0,12000,16384,1,1000,,LS,Running,0,10,0\np-1,6000,8192,1,500,,LS,Running,0,10,0\n"
+                                     "p-2,16000,8192,0,0,,BE,Running,0,10,0\np-3,8000,8192,2,1000,T4,LS,Running,0,10,0\n";
+  const std::string common = "simulate --cluster " + (dir / "nodes.csv").string() + " --trace " + (dir / "pods.csv").string() +
+                             " --experiment fill --seeds 3";
+  auto r = vgpu(common + " --placement all --json --csv " + (dir / "fill.csv").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["gpus"], 12);
+  ASSERT_EQ(j["placements"].size(), 4U);
+  for (const auto& p : j["placements"]) {
+    const double pct = p["unallocated_gpu_pct_at_100"]["mean"].get<double>();
+    EXPECT_GE(pct, 0.0);
+    EXPECT_LE(pct, 100.0);
+    EXPECT_EQ(p["runs"].size(), 3U);
+  }
+  const std::string curve = apt::vgpu::testing::slurp((dir / "fill.csv").string());
+  EXPECT_EQ(curve.rfind("placement,seed,arrived_gpu_pct,allocated_gpu_pct\n", 0), 0U) << curve.substr(0, 200);
+  EXPECT_NE(curve.find("\nfgd_stranding,3,"), std::string::npos);
+  // The figure, drawn by matplotlib from the CSV.
+  const auto plot = apt::vgpu::testing::run_shell(std::string(VGPU_SOURCE_DIR) + "/scripts/plot-fill " +
+                                                  (dir / "fill.csv").string() + " " + (dir / "fill.svg").string());
+  EXPECT_EQ(plot.exit_code, 0) << plot.err;
+  EXPECT_NE(apt::vgpu::testing::slurp((dir / "fill.svg").string()).find("<svg"), std::string::npos);
+  // Mistakes are named.
+  r = vgpu(common + " --placement best_fit,worst_fit");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("'worst_fit' is not one of"), std::string::npos) << r.err;
+  r = vgpu("simulate --cluster " + (dir / "nodes.csv").string() + " --trace " + (dir / "pods.csv").string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--experiment fill"), std::string::npos) << r.err;
+  r = vgpu("simulate --cluster " + (dir / "pods.csv").string() + " --trace " + (dir / "pods.csv").string() + " --experiment fill");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("expected column 1 to be 'sn'"), std::string::npos) << r.err;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Cli, SubmitRunsProcessTasksAndReports) {
   auto r = vgpu("submit --backend sim --count 3 --memory 8GB --compute 0.5 -- sh -c 'echo task {i}; exit 0'");
   EXPECT_EQ(r.exit_code, 0) << r.err;

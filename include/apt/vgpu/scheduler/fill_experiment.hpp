@@ -23,9 +23,11 @@
 //                    (0.5 x CPU / 128 cores + 0.5 x GPU / 8 GPUs), the best-fitting GPU for a share
 //   fgd              fragmentation gradient descent: the node (and GPU) whose GPU fragmentation,
 //                    measured against the workload's distribution of pod shapes, grows least
-//   fgd_stranding    ours: fgd whose fragmentation also counts GPUs stranded by host memory
-//                    (a node out of memory for a pod shape strands its free GPUs as it does when
-//                    out of CPU), scored without rounding, ties broken by best_fit
+//   fgd_stranding    ours: fgd's rounded score, on a fragmentation that also counts host memory
+//                    (a node out of memory for a pod shape strands its free GPUs, as fgd already
+//                    counts one out of CPU); its ties go to the node that leaves fewest GPUs without
+//                    CPU (3/4 of the workload's CPU per GPU each), then to best fit; a CPU-only pod
+//                    goes where the most CPU is left per free GPU (docs/scheduler.md)
 //
 // Thread safety: run_fill() is reentrant; it runs seeds on up to `threads` threads.
 #pragma once

@@ -172,7 +172,13 @@ std::vector<std::uint32_t> place_gang(const ClusterState& c, const Demand& d, Pl
   std::vector<std::uint32_t> order(c.node_count());
   for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
   if (strategy == PlacementStrategy::round_robin) {
-    std::rotate(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(cursor % order.size()), order.end());
+    // The cursor is a GPU index, for slices and gangs alike (it once served as a node index here,
+    // so a gang started at whatever node had the last slice's GPU number). Start at the node of the
+    // cursor's GPU, and take nodes that can hold the whole gang first: a gang is split across nodes
+    // only when no single node has room.
+    const std::uint32_t start = c.gpu(cursor % c.gpu_count()).node;
+    std::rotate(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(start % order.size()), order.end());
+    std::stable_partition(order.begin(), order.end(), [&](std::uint32_t node) { return idle[node].size() >= d.gpu_count; });
   } else {
     // Nodes that can hold the whole gang first, then by how full they are.
     std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
@@ -189,7 +195,7 @@ std::vector<std::uint32_t> place_gang(const ClusterState& c, const Demand& d, Pl
       chosen.push_back(gpu);
     }
     if (chosen.size() == d.gpu_count) {
-      cursor = node + 1;
+      cursor = (chosen.back() + 1) % c.gpu_count();  // a GPU index: the one after the gang's last
       break;
     }
   }

@@ -64,6 +64,25 @@ TEST(Placement, GangsTakeWholeIdleGpusFillingNodesByStrategy) {
   EXPECT_FALSE(c.could_ever_fit(slice(81, 100)));
 }
 
+TEST(Placement, RoundRobinGangsStayOnOneNodeWhenOneHasRoom) {
+  ClusterState c(2, 4, 80 * kGB);  // GPUs 0-3 on node 0, 4-7 on node 1
+  std::uint32_t cursor = 0;
+  const Demand one{1 * kGB, kWholeGpuMilli, 1};
+  auto take = [&](const Demand& d) {
+    auto gpus = place(c, d, PlacementStrategy::round_robin, cursor);
+    if (!gpus.empty()) c.allocate(gpus, d);
+    return gpus;
+  };
+  EXPECT_EQ(take(one), std::vector<std::uint32_t>{0});
+  EXPECT_EQ(take(one), std::vector<std::uint32_t>{1});
+  // The cursor is now GPU 2 (node 0, which has 2 idle GPUs). A 4-GPU gang used to start at
+  // "node 2 % 2" and take GPUs 2, 3 of node 0 and two of node 1; node 1 has room for all four.
+  EXPECT_EQ(take(Demand{80 * kGB, kWholeGpuMilli, 4}), (std::vector<std::uint32_t>{4, 5, 6, 7}));
+  EXPECT_EQ(cursor, 0U) << "the GPU after the gang's last";
+  // Only when no node has room is a gang split (two idle on node 0, none on node 1: nothing fits).
+  EXPECT_TRUE(take(Demand{80 * kGB, kWholeGpuMilli, 3}).empty());
+}
+
 TEST(ClusterState, AccountsAndRejectsBadReleases) {
   ClusterState c(1, 2, 80 * kGB);
   c.allocate({0, 1}, Demand{10 * kGB, 250, 2});

@@ -3,6 +3,8 @@
 #include <apt/vgpu/scheduler/queue_policy.hpp>
 
 #include <algorithm>
+#include <map>
+#include <set>
 #include <fmt/format.h>
 #include <unordered_map>
 #include <unordered_set>
@@ -211,134 +213,190 @@ class FairPolicy final : public QueuePolicy {
   explicit FairPolicy(const PolicyOptions& o) : options_(o) {}
   std::string_view name() const noexcept override { return "fair"; }
   void enqueue(const QueuedTask& t) override {
-    groups_[t.group].queue.push(t);
+    Group& g = group(t.group);
+    g.queue.push(t);
     group_of_[t.id] = t.group;
     ++size_;
+    if (!g.listed) list(g);
   }
   bool erase(TaskId id) override {
     auto it = group_of_.find(id);
     if (it == group_of_.end()) return false;
-    groups_[it->second].queue.erase(id);
+    Group& g = groups_.at(it->second);
+    g.queue.erase(id);
     group_of_.erase(it);
     --size_;
+    if (g.queue.empty() && g.listed) unlist(g);
     return true;
   }
   std::size_t size() const noexcept override { return size_; }
 
   std::vector<QueuedTask> ordered() const override {
-    // Simulate the pick order with current usage, assuming every head fits.
-    std::map<std::string, std::pair<double, double>> usage;
-    std::map<std::string, std::vector<QueuedTask>> pending;
-    for (const auto& [name, g] : groups_) {
-      usage[name] = {g.compute, g.memory};
-      pending[name] = values(g.queue.tasks());
-      std::reverse(pending[name].begin(), pending[name].end());
+    // Simulate the pick order with current usage, assuming every head fits: the group with the
+    // lowest key picks, its key grows, and so on (a set keeps the groups in key order).
+    struct Pending {
+      std::vector<QueuedTask> tasks;  // reversed: next at the back
+      double compute = 0;
+      double memory = 0;
+    };
+    std::map<std::string, Pending> pending;
+    std::set<Key> order;
+    for (const Key& k : order_) {
+      const Group& g = groups_.at(k.name);
+      Pending& p = pending[k.name];
+      p.tasks = values(g.queue.tasks());
+      std::reverse(p.tasks.begin(), p.tasks.end());
+      p.compute = g.compute;
+      p.memory = g.memory;
+      order.insert(k);
     }
     std::vector<QueuedTask> out;
-    while (out.size() < size_) {
-      const std::string* best = nullptr;
-      double best_share = 0;
-      double best_service = 0;
-      for (auto& [name, list] : pending) {
-        if (list.empty()) continue;
-        const double share = dominant(usage[name].first, usage[name].second, name);
-        const double service = groups_.at(name).service / weight(name);
-        if (best == nullptr || share < best_share - 1e-12 || (share <= best_share + 1e-12 && service < best_service)) {
-          best = &name;
-          best_share = share;
-          best_service = service;
-        }
-      }
-      QueuedTask t = pending[*best].back();
-      pending[*best].pop_back();
-      usage[*best].first += static_cast<double>(t.demand.compute_milli) * t.demand.gpu_count;
-      usage[*best].second += static_cast<double>(t.demand.memory) * t.demand.gpu_count;
+    while (!order.empty()) {
+      Key k = *order.begin();
+      order.erase(order.begin());
+      Pending& p = pending[k.name];
+      QueuedTask t = p.tasks.back();
+      p.tasks.pop_back();
+      p.compute += static_cast<double>(t.demand.compute_milli) * t.demand.gpu_count;
+      p.memory += static_cast<double>(t.demand.memory) * t.demand.gpu_count;
       out.push_back(std::move(t));
+      if (!p.tasks.empty()) {
+        k.share = dominant(p.compute, p.memory, groups_.at(k.name).weight);
+        order.insert(k);
+      }
     }
     return out;
   }
 
   void schedule(SchedulingContext& ctx) override {
-    total_compute_ = static_cast<double>(ctx.cluster().total_compute_milli());
-    total_memory_ = static_cast<double>(ctx.cluster().total_memory());
-    std::unordered_set<std::string> blocked;
+    const auto compute = static_cast<double>(ctx.cluster().total_compute_milli());
+    const auto memory = static_cast<double>(ctx.cluster().total_memory());
+    if (compute != total_compute_ || memory != total_memory_) {
+      total_compute_ = compute;
+      total_memory_ = memory;
+      relist_all();  // shares are relative to the cluster's totals
+    }
     FailedDemands failed;
-    while (true) {
-      Group* best = nullptr;
-      const std::string* best_name = nullptr;
-      double best_share = 0;
-      double best_service = 0;
-      for (auto& [name, g] : groups_) {
-        if (g.queue.empty() || blocked.count(name) != 0) continue;
-        const double share = dominant(g.compute, g.memory, name);
-        const double service = g.service / weight(name);
-        constexpr double kTie = 1e-12;
-        if (best == nullptr || share < best_share - kTie || (share <= best_share + kTie && service < best_service)) {
-          best = &g;
-          best_name = &name;
-          best_share = share;
-          best_service = service;
-        }
-      }
-      if (best == nullptr) return;
+    // One pass in key order (lowest dominant share, then least service received, then name).
+    // Every group passed over is blocked for the rest of the pass; a group that starts a task
+    // moves later in the order (its share grew), so the pass never goes back.
+    auto it = order_.begin();
+    while (it != order_.end()) {
+      Group& g = groups_.at(it->name);
       // The group's first eligible task (tasks backing off are skipped).
-      auto& tasks = best->queue.tasks();
-      auto it = std::find_if(tasks.begin(), tasks.end(), [&](const auto& kv) { return kv.second.not_before <= ctx.now(); });
-      if (it == tasks.end() || failed.hopeless(it->second) || !ctx.try_start(it->second, options_.placement)) {
-        if (it != tasks.end()) failed.add(it->second);
-        blocked.insert(*best_name);
+      auto& tasks = g.queue.tasks();
+      auto task = std::find_if(tasks.begin(), tasks.end(), [&](const auto& kv) { return kv.second.not_before <= ctx.now(); });
+      if (task == tasks.end() || failed.hopeless(task->second) || !ctx.try_start(task->second, options_.placement)) {
+        if (task != tasks.end()) failed.add(task->second);
+        ++it;  // blocked for this pass
         continue;
       }
-      const QueuedTask& t = it->second;
-      best->compute += static_cast<double>(t.demand.compute_milli) * t.demand.gpu_count;
-      best->memory += static_cast<double>(t.demand.memory) * t.demand.gpu_count;
-      erase(t.id);
+      const QueuedTask t = task->second;
+      g.compute += static_cast<double>(t.demand.compute_milli) * t.demand.gpu_count;
+      g.memory += static_cast<double>(t.demand.memory) * t.demand.gpu_count;
+      const auto next = std::next(it);
+      const std::string name = it->name;
+      erase(t.id);  // may unlist the group (its queue emptied)
+      Group& started = groups_.at(name);
+      if (!started.listed) {
+        it = next;
+        continue;
+      }
+      // Re-key the group; it is tried again at once if it is still ahead of `next`.
+      order_.erase(started.key_it);
+      started.listed = false;
+      list(started);
+      it = (next == order_.end() || *started.key_it < *next) ? started.key_it : next;
     }
   }
 
   void on_finished(const RunningTask& r, double now) override {
     auto it = groups_.find(r.task.group);
     if (it == groups_.end()) return;
+    Group& g = it->second;
     // Service: the dominant resource-seconds this run consumed.
     const double c = total_compute_ > 0 ? static_cast<double>(r.task.demand.compute_milli) * r.task.demand.gpu_count / total_compute_ : 0.0;
     const double m = total_memory_ > 0 ? static_cast<double>(r.task.demand.memory) * r.task.demand.gpu_count / total_memory_ : 0.0;
-    it->second.service += std::max(c, m) * std::max(0.0, now - r.start);
-    it->second.compute -= static_cast<double>(r.task.demand.compute_milli) * r.task.demand.gpu_count;
-    it->second.memory -= static_cast<double>(r.task.demand.memory) * r.task.demand.gpu_count;
-    if (it->second.compute < 0.5) it->second.compute = 0;
-    if (it->second.memory < 0.5) it->second.memory = 0;
+    g.service += std::max(c, m) * std::max(0.0, now - r.start);
+    g.compute -= static_cast<double>(r.task.demand.compute_milli) * r.task.demand.gpu_count;
+    g.memory -= static_cast<double>(r.task.demand.memory) * r.task.demand.gpu_count;
+    if (g.compute < 0.5) g.compute = 0;
+    if (g.memory < 0.5) g.memory = 0;
+    if (g.listed) {  // its key changed
+      unlist(g);
+      list(g);
+    }
   }
 
  protected:
   std::vector<const QueuedTask*> waiting() const override {
     std::vector<const QueuedTask*> out;
-    for (const auto& [name, g] : groups_) {
-      for (const auto& [k, t] : g.queue.tasks()) out.push_back(&t);
+    for (const Key& k : order_) {
+      for (const auto& [seq, t] : groups_.at(k.name).queue.tasks()) out.push_back(&t);
     }
     return out;
   }
 
  private:
+  // A group's place in the order: the lowest dominant share picks first, then the least service
+  // received (per weight), then the name (a stable, deterministic tie).
+  struct Key {
+    double share = 0;
+    double service = 0;
+    std::string name;
+    friend bool operator<(const Key& a, const Key& b) {
+      if (a.share != b.share) return a.share < b.share;
+      if (a.service != b.service) return a.service < b.service;
+      return a.name < b.name;
+    }
+  };
   struct Group {
     SequenceQueue queue;
     double compute = 0;  // milli x GPUs running now
     double memory = 0;   // bytes running now
     double service = 0;  // dominant resource-seconds received so far
+    double weight = 1.0;
+    std::string name;
+    bool listed = false;  // in order_ (it has queued tasks)
+    std::set<Key>::iterator key_it;
   };
 
-  [[nodiscard]] double weight(const std::string& group) const {
-    auto w = options_.weights.find(group);
-    return w == options_.weights.end() ? 1.0 : w->second;
+  Group& group(const std::string& name) {
+    auto [it, inserted] = groups_.try_emplace(name);
+    if (inserted) {
+      it->second.name = name;
+      auto w = options_.weights.find(name);
+      it->second.weight = w == options_.weights.end() ? 1.0 : w->second;
+    }
+    return it->second;
   }
 
-  [[nodiscard]] double dominant(double compute, double memory, const std::string& group) const {
+  void list(Group& g) {
+    g.key_it = order_.insert(Key{dominant(g.compute, g.memory, g.weight), g.service / g.weight, g.name}).first;
+    g.listed = true;
+  }
+  void unlist(Group& g) {
+    order_.erase(g.key_it);
+    g.listed = false;
+  }
+  void relist_all() {
+    std::vector<Group*> listed;
+    for (const Key& k : order_) listed.push_back(&groups_.at(k.name));
+    order_.clear();
+    for (Group* g : listed) {
+      g->listed = false;
+      list(*g);
+    }
+  }
+  [[nodiscard]] double dominant(double compute, double memory, double weight) const {
     const double c = total_compute_ > 0 ? compute / total_compute_ : compute;
     const double m = total_memory_ > 0 ? memory / total_memory_ : 0.0;
-    return std::max(c, m) / weight(group);
+    return std::max(c, m) / weight;
   }
 
   PolicyOptions options_;
   std::map<std::string, Group> groups_;
+  std::set<Key> order_;
   std::unordered_map<TaskId, std::string> group_of_;
   std::size_t size_ = 0;
   double total_compute_ = 0;

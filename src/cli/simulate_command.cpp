@@ -8,6 +8,10 @@
 #include <apt/vgpu/scheduler/simulator.hpp>
 
 #include <fmt/format.h>
+#include <filesystem>
+#include <cstdlib>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <fstream>
 #include <iostream>
 
@@ -49,6 +53,9 @@ class SimulateCommand final : public Command {
         ->check(CLI::IsMember({"fill"}));
     app_->add_option("--seeds", seeds_, "Seeds for --experiment fill (default 10)")->check(in_range(1, 1000));
     app_->add_option("--csv", csv_, "With --experiment fill: write the allocation curves (per placement and seed) here");
+    app_->add_option("--plot", plot_,
+                     "With --experiment fill: draw the curves (the FGD paper's figure) into this SVG or PNG with "
+                     "scripts/plot-fill (matplotlib)");
     app_->add_option("--arrival-scale", arrival_scale_,
                      "Multiply submit times by this (e.g. 0.05 = arrivals 20x denser, to raise the load; default 1)")
         ->check(in_range(1e-6, 1e6));
@@ -156,9 +163,16 @@ class SimulateCommand final : public Command {
     if (placement_set_by_user()) options.placements = fill::parse_placements(placement_);
     options.seeds = seeds_;
     const auto results = fill::run_fill(nodes, pods, options);
-    if (!csv_.empty()) {
-      std::ofstream out(csv_);
-      if (!out) throw InvalidArgument(fmt::format("--csv {}: cannot be written", csv_));
+    // The plot is drawn from the CSV: a temporary one when --csv was not given.
+    std::string csv = csv_;
+    std::filesystem::path temporary;
+    if (!plot_.empty() && csv.empty()) {
+      temporary = std::filesystem::temp_directory_path() / fmt::format("vgpu-fill-{}.csv", ::getpid());
+      csv = temporary.string();
+    }
+    if (!csv.empty()) {
+      std::ofstream out(csv);
+      if (!out) throw InvalidArgument(fmt::format("--csv {}: cannot be written", csv));
       out << "placement,seed,arrived_gpu_pct,allocated_gpu_pct\n";
       for (const auto& r : results) {
         for (const auto& run : r.runs) {
@@ -166,6 +180,16 @@ class SimulateCommand final : public Command {
             out << fill::to_string(r.placement) << ',' << run.seed << ',' << fmt::format("{:.2f},{:.4f}", arrived, allocated) << '\n';
           }
         }
+      }
+    }
+    if (!plot_.empty()) {
+      const std::string script = plot_fill_script();
+      const std::string command = fmt::format("/usr/bin/python3 '{}' '{}' '{}'", script, csv, plot_);
+      const int status = std::system(command.c_str());
+      if (!temporary.empty()) std::filesystem::remove(temporary);
+      if (status != 0) {
+        throw ProcessError(fmt::format("--plot {}: {} failed (exit {}); it needs matplotlib (apt-get install "
+                                       "python3-matplotlib)", plot_, script, WIFEXITED(status) ? WEXITSTATUS(status) : -1));
       }
     }
     if (json_) {
@@ -210,10 +234,29 @@ class SimulateCommand final : public Command {
 
   bool placement_set_by_user() const { return app_->count("--placement") > 0; }
 
+  // scripts/plot-fill: $VGPU_PLOT_FILL, installed (<prefix>/share/apt-vgpu), or in the source tree
+  // this binary was built from.
+  static std::string plot_fill_script() {
+    namespace fs = std::filesystem;
+    std::vector<fs::path> candidates;
+    if (const char* env = std::getenv("VGPU_PLOT_FILL"); env != nullptr && *env != '\0') candidates.emplace_back(env);
+    std::error_code ec;
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) {
+      candidates.push_back(exe.parent_path().parent_path() / "share" / "apt-vgpu" / "plot-fill");
+    }
+    candidates.emplace_back(VGPU_SOURCE_SCRIPTS "/plot-fill");
+    for (const fs::path& p : candidates) {
+      if (fs::is_regular_file(p, ec)) return p.string();
+    }
+    throw ProcessError("--plot: scripts/plot-fill was not found (set VGPU_PLOT_FILL to its path)");
+  }
+
   std::string cluster_;
   std::string experiment_;
   std::uint32_t seeds_ = 10;
   std::string csv_;
+  std::string plot_;
   std::string trace_;
   std::uint32_t nodes_ = 125;
   std::uint32_t gpus_per_node_ = 8;

@@ -309,11 +309,14 @@ TEST(Cli, SimulateFillOnANodeListWritesTheCurveAndThePlot) {
   const std::string curve = apt::vgpu::testing::slurp((dir / "fill.csv").string());
   EXPECT_EQ(curve.rfind("placement,seed,arrived_gpu_pct,allocated_gpu_pct\n", 0), 0U) << curve.substr(0, 200);
   EXPECT_NE(curve.find("\nfgd_stranding,3,"), std::string::npos);
-  // The figure, drawn by matplotlib from the CSV.
+  // The figure, drawn by matplotlib from the CSV: by the script, and by --plot.
   const auto plot = apt::vgpu::testing::run_shell(std::string(VGPU_SOURCE_DIR) + "/scripts/plot-fill " +
                                                   (dir / "fill.csv").string() + " " + (dir / "fill.svg").string());
   EXPECT_EQ(plot.exit_code, 0) << plot.err;
   EXPECT_NE(apt::vgpu::testing::slurp((dir / "fill.svg").string()).find("<svg"), std::string::npos);
+  r = vgpu(common + " --placement fgd --plot " + (dir / "direct.svg").string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(apt::vgpu::testing::slurp((dir / "direct.svg").string()).find("<svg"), std::string::npos);
   // Mistakes are named.
   r = vgpu(common + " --placement best_fit,worst_fit");
   EXPECT_EQ(r.exit_code, 2);

@@ -191,6 +191,39 @@ TEST(Simulator, JobsArriveInSubmissionOrderWhateverTheFileOrder) {
   for (std::size_t i = 1; i < r.job_times.size(); ++i) EXPECT_GE(r.job_times[i].submit, r.job_times[i - 1].submit);
 }
 
+TEST(Simulator, EveryReplayOfTheAlibabaTraceKeepsItsInvariants) {
+  const std::filesystem::path path = std::filesystem::path(VGPU_SOURCE_DIR).parent_path() / "shared" / "data" /
+                                     "alibaba-pai-2023" / "openb_pod_list_default.csv";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << "public traces not present at " << path;
+  const TraceLoadResult trace = load_trace_jobs(path.string(), k80GB);
+  std::map<std::uint64_t, const SimJob*> job_of;
+  double work = 0;  // GPU-seconds asked for
+  for (const SimJob& j : trace.jobs) {
+    job_of[j.id] = &j;
+    work += j.duration * j.demand.gpu_count * j.demand.compute_milli / 1000.0;
+  }
+  for (const std::string policy : {"fifo", "priority", "fair", "adaptive"}) {
+    SimulationOptions o;  // 125 x 8, no preemption: every job runs once, for its duration
+    o.policy = policy;
+    o.arrival_scale = 0.01;
+    const SimulationReport r = simulate(trace.jobs, o);
+    EXPECT_EQ(r.completed + r.rejected, trace.jobs.size()) << policy;
+    double done = 0;
+    for (const JobTimes& t : r.job_times) {
+      if (t.finish < 0) continue;
+      const SimJob& j = *job_of.at(t.id);
+      EXPECT_GE(t.start, t.submit) << policy << ": job " << t.id << " started before it was submitted";
+      EXPECT_NEAR(t.finish - t.start, j.duration, 1e-6 * std::max(1.0, j.duration)) << policy << ": job " << t.id;
+      done += (t.finish - t.start) * j.demand.gpu_count * j.demand.compute_milli / 1000.0;
+    }
+    EXPECT_NEAR(done, work, 1e-6 * work) << policy << ": GPU-seconds are conserved";
+    for (const auto& [time, allocation] : r.allocation_over_time) {
+      EXPECT_LE(allocation, 1.0 + 1e-9) << policy << " at " << time;
+      EXPECT_GE(allocation, 0.0);
+    }
+  }
+}
+
 TEST(Simulator, ReplaysTheAlibabaSliceOnAThousandGpus) {
   const std::filesystem::path path = std::filesystem::path(VGPU_SOURCE_DIR).parent_path() / "shared" / "data" /
                                      "alibaba-pai-2023" / "openb_pod_list_default.csv";

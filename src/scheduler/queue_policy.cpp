@@ -125,6 +125,64 @@ class FifoPolicy final : public SequencePolicy {
   }
 };
 
+// ---------------------------------------------------------------- backfilling
+// EASY backfilling, shared by priority and adaptive: the blocked head gets a reservation at the
+// earliest time running tasks free enough room (from their expected ends); tasks after it (in the
+// policy's order, up to `window`) whose expected runtime ends before then start in the holes.
+// Tasks without an expected runtime never backfill, so without estimates the head simply waits.
+  // The earliest time the head fits if running tasks end when expected;
+// +inf when tasks without an expected end stand in the way.
+double reservation_time(SchedulingContext& ctx, const QueuedTask& head) {
+  std::vector<RunningTask> running = ctx.running();
+  std::vector<const RunningTask*> ending;
+  for (const RunningTask& r : running) {
+    if (r.task.expected_duration) ending.push_back(&r);
+  }
+  std::sort(ending.begin(), ending.end(), [](const RunningTask* a, const RunningTask* b) {
+    return a->start + *a->task.expected_duration < b->start + *b->task.expected_duration;
+  });
+  ClusterState future = ctx.cluster();
+  std::uint32_t cursor = 0;
+  for (const RunningTask* r : ending) {
+    future.release(r->gpus, r->task.demand);
+    bool fits = false;
+    if (head.demand.gpu_count == 1) {
+      // Only the GPUs just released can have become able to hold the head.
+      for (std::uint32_t g : r->gpus) fits = fits || future.fits(g, head.demand.memory, head.demand.compute_milli);
+    } else {
+      fits = !place(future, head.demand, PlacementStrategy::best_fit, cursor).empty();
+    }
+    if (fits) return r->start + *r->task.expected_duration;
+  }
+  return std::numeric_limits<double>::infinity();
+}
+
+template <class Tasks, class Erase>
+void backfill_behind(SchedulingContext& ctx, Tasks& tasks, typename Tasks::iterator head, std::uint32_t window,
+                     PlacementStrategy placement, Erase&& erase) {
+  const double shadow = reservation_time(ctx, head->second);
+  std::uint32_t looked = 0;
+  FailedDemands failed;
+  failed.add(head->second);
+  for (auto next = std::next(head); next != tasks.end() && looked < window;) {
+    ++looked;
+    const QueuedTask& t = next->second;
+    const bool ends_in_time = t.expected_duration && ctx.now() + *t.expected_duration <= shadow;
+    if (t.not_before > ctx.now() || !ends_in_time || failed.hopeless(t)) {
+      ++next;
+      continue;
+    }
+    if (ctx.try_start(t, placement)) {
+      const TaskId id = t.id;
+      ++next;
+      erase(id);
+    } else {
+      failed.add(t);
+      ++next;
+    }
+  }
+}
+
 // ---------------------------------------------------------------- priority
 class PriorityPolicy final : public QueuePolicy {
  public:
@@ -155,7 +213,10 @@ class PriorityPolicy final : public QueuePolicy {
         continue;
       }
       if (!ctx.try_start(it->second, options_.placement)) {
-        if (options_.preemption) preempt_for(ctx, it->second);
+        if (options_.preemption && preempt_for(ctx, it->second)) return;  // room is being made for the head
+        // Lower priorities may use the holes, but only where they end before the head can start.
+        backfill_behind(ctx, queue_, it, options_.backfill_window, options_.placement,
+                        [this](TaskId id) { erase(id); });
         return;
       }
       const TaskId id = it->second.id;
@@ -174,8 +235,9 @@ class PriorityPolicy final : public QueuePolicy {
  private:
   using Key = std::pair<long long, std::uint64_t>;
 
-  // Stops the fewest lower-priority tasks that make room for `head`.
-  void preempt_for(SchedulingContext& ctx, const QueuedTask& head) {
+  // Stops the fewest lower-priority tasks that make room for `head`; true when it stopped some (or
+  // room is already coming: the head then just waits).
+  bool preempt_for(SchedulingContext& ctx, const QueuedTask& head) {
     ClusterState future = ctx.cluster();
     std::vector<RunningTask> victims;
     for (RunningTask& r : ctx.running()) {
@@ -186,7 +248,7 @@ class PriorityPolicy final : public QueuePolicy {
       }
     }
     std::uint32_t cursor = 0;
-    if (!place(future, head.demand, options_.placement, cursor, head.preferred_gpu).empty()) return;  // wait
+    if (!place(future, head.demand, options_.placement, cursor, head.preferred_gpu).empty()) return true;  // wait
     std::sort(victims.begin(), victims.end(), [](const RunningTask& a, const RunningTask& b) {
       if (a.task.priority != b.task.priority) return a.task.priority < b.task.priority;
       return a.start > b.start;
@@ -197,9 +259,10 @@ class PriorityPolicy final : public QueuePolicy {
       chosen.push_back(v.task.id);
       if (!place(future, head.demand, options_.placement, cursor, head.preferred_gpu).empty()) {
         for (TaskId id : chosen) ctx.preempt(id);
-        return;
+        return true;
       }
     }
+    return false;
   }
 
   PolicyOptions options_;
@@ -417,56 +480,8 @@ class AdaptivePolicy final : public SequencePolicy {
     });
     if (it == tasks.end()) return;
     // The head is blocked: reserve for it, then backfill behind it.
-    const QueuedTask& head = it->second;
-    const double shadow = reservation_time(ctx, head);
-    std::uint32_t looked = 0;
-    FailedDemands failed;
-    failed.add(head);
-    for (auto next = std::next(it); next != tasks.end() && looked < options_.backfill_window;) {
-      ++looked;
-      const QueuedTask& t = next->second;
-      const bool ends_in_time = t.expected_duration && ctx.now() + *t.expected_duration <= shadow;
-      if (t.not_before > ctx.now() || !ends_in_time || failed.hopeless(t)) {
-        ++next;
-        continue;
-      }
-      if (ctx.try_start(t, PlacementStrategy::best_fit)) {
-        const TaskId id = t.id;
-        ++next;
-        queue_.erase(id);
-      } else {
-        failed.add(t);
-        ++next;
-      }
-    }
-  }
-
- private:
-  // The earliest time the head fits if running tasks end when expected;
-  // +inf when tasks without an expected end stand in the way.
-  static double reservation_time(SchedulingContext& ctx, const QueuedTask& head) {
-    std::vector<RunningTask> running = ctx.running();
-    std::vector<const RunningTask*> ending;
-    for (const RunningTask& r : running) {
-      if (r.task.expected_duration) ending.push_back(&r);
-    }
-    std::sort(ending.begin(), ending.end(), [](const RunningTask* a, const RunningTask* b) {
-      return a->start + *a->task.expected_duration < b->start + *b->task.expected_duration;
-    });
-    ClusterState future = ctx.cluster();
-    std::uint32_t cursor = 0;
-    for (const RunningTask* r : ending) {
-      future.release(r->gpus, r->task.demand);
-      bool fits = false;
-      if (head.demand.gpu_count == 1) {
-        // Only the GPUs just released can have become able to hold the head.
-        for (std::uint32_t g : r->gpus) fits = fits || future.fits(g, head.demand.memory, head.demand.compute_milli);
-      } else {
-        fits = !place(future, head.demand, PlacementStrategy::best_fit, cursor).empty();
-      }
-      if (fits) return r->start + *r->task.expected_duration;
-    }
-    return std::numeric_limits<double>::infinity();
+    backfill_behind(ctx, tasks, it, options_.backfill_window, PlacementStrategy::best_fit,
+                    [this](TaskId id) { queue_.erase(id); });
   }
 };
 

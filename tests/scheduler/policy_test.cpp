@@ -59,6 +59,15 @@ TEST(Policies, PriorityRunsHigherFirstWhenRoomFrees) {
   EXPECT_EQ(times(run(jobs, "priority")), (Schedule{{0, 10}, {15, 20}, {10, 15}}));
 }
 
+TEST(Policies, PriorityBackfillsAHoleWithoutDelayingTheHead) {
+  // Job 1 (priority 5) does not fit beside job 0 until t=10. Job 2 fits now and ends at t=7,
+  // before that reservation: it runs in the hole. Job 3 would end at t=23: it waits. (The
+  // policy once blocked the whole queue behind job 1: job 2 ran at t=10, job 3 at t=15.)
+  const std::vector<SimJob> jobs{job(0, 0, 10, 600, 0), job(1, 1, 5, 600, 5), job(2, 2, 5, 300, 0),
+                                 job(3, 3, 20, 300, 0)};
+  EXPECT_EQ(times(run(jobs, "priority")), (Schedule{{0, 10}, {10, 15}, {2, 7}, {10, 30}}));
+}
+
 TEST(Policies, PriorityWithPreemptionSuspendsLowerPriorityWork) {
   const std::vector<SimJob> jobs{job(0, 0, 10, 600, 0), job(1, 1, 5, 600, 0), job(2, 2, 5, 600, 5)};
   PolicyOptions po;

@@ -77,7 +77,7 @@ struct PolicyOptions {
   PlacementStrategy placement = PlacementStrategy::best_fit;  // fifo, priority, fair
   bool preemption = false;                                     // priority
   std::map<std::string, double> weights;                       // fair; groups not listed weigh 1
-  std::uint32_t backfill_window = 64;                          // adaptive: tasks looked at behind the head
+  std::uint32_t backfill_window = 64;                          // priority, adaptive: tasks looked at behind a blocked head
 };
 
 class QueuePolicy {

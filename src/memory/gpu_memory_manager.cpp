@@ -279,6 +279,9 @@ struct GPUMemoryManager::Impl {
       const std::uint64_t from = arena.offset(b);
       const std::uint64_t size = arena.size(b);
       const std::uint64_t to = arena.offset(arena.prev_block(b));
+      // A block keeps the alignment it was allocated with: it slides only to an offset that has it
+      // (sliding a 2 MiB-aligned block down to offset 256 once broke it).
+      if (to % slots[block_owner[b]].alignment != 0) continue;
       place(to, size);  // the destination's chunks may have been released while empty
       try {
         backing->move(to, from, size);
@@ -675,6 +678,9 @@ void GPUMemoryManager::check_invariants() const {
     if (slot.in_lru != m.evictable_now(slot)) throw std::logic_error("LRU membership is wrong for a block");
     if (slot.in_lru) evictable += slot.size;
     const std::uint64_t off = m.arena.offset(slot.block);
+    if (off % slot.alignment != 0) {
+      throw std::logic_error(fmt::format("a block at offset {} breaks its alignment {}", off, slot.alignment));
+    }
     for (std::uint64_t c = off >> m.chunk_shift; c <= (off + slot.size - 1) >> m.chunk_shift; ++c) {
       ++refs[c];
       if (!m.chunks.peek(c).committed) throw std::logic_error("a live block lies on an uncommitted chunk");

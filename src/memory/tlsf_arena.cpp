@@ -54,7 +54,13 @@ TlsfArena::BlockId TlsfArena::new_node() {
   return static_cast<BlockId>(nodes_.size() - 1);
 }
 
-void TlsfArena::release_node(BlockId id) { spare_nodes_.push_back(id); }
+// A recycled node is marked, so a stale id (a block freed twice, whose node a neighbour absorbed)
+// is told apart from a live block; nodes_[id] = Node{} in new_node() clears the mark.
+void TlsfArena::release_node(BlockId id) {
+  nodes_[id].spare = true;
+  nodes_[id].free = false;
+  spare_nodes_.push_back(id);
+}
 
 void TlsfArena::insert_free(BlockId id) {
   Node& n = nodes_[id];
@@ -182,8 +188,8 @@ std::optional<TlsfArena::BlockId> TlsfArena::allocate(std::uint64_t size, std::u
 }
 
 void TlsfArena::free(BlockId id) {
-  if (id >= nodes_.size() || nodes_[id].free) {
-    throw std::logic_error("TlsfArena::free: block is not allocated");
+  if (id >= nodes_.size() || nodes_[id].free || nodes_[id].spare) {
+    throw std::logic_error(fmt::format("TlsfArena::free: block {} is not allocated (freed twice, or never allocated)", id));
   }
   used_ -= nodes_[id].size;
   --live_;

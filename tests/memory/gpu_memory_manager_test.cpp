@@ -108,6 +108,22 @@ TEST(GPUMemoryManager, AHugeLazyPoolCostsLittleUntilUsed) {
   EXPECT_EQ(pool.get_stats().used, 0U);
 }
 
+TEST(GPUMemoryManager, CompactionKeepsEveryBlocksAlignment) {
+  GPUMemoryManager pool("64MiB", 0.1, pool_options(0, BackingKind::none));
+  const MemoryBlock small = pool.allocate(256);
+  AllocationOptions two_mib;
+  two_mib.alignment = 2 * kMiB;
+  const MemoryBlock aligned = pool.allocate(1 * kMiB, two_mib);
+  EXPECT_EQ(pool.address(aligned), 2 * kMiB);
+  (void)pool.compact();  // once slid the block down into the gap above `small`, to offset 256
+  EXPECT_EQ(pool.address(aligned) % (2 * kMiB), 0U);
+  pool.check_invariants();
+  pool.free(small);  // now the gap starts at 0, which has the alignment: the block may slide there
+  (void)pool.compact();
+  EXPECT_EQ(pool.address(aligned), 0U);
+  pool.check_invariants();
+}
+
 TEST(GPUMemoryManager, HostMemoryIsUsableAndAligned) {
   GPUMemoryManager m(host_pool(64 * kMiB));
   const MemoryBlock a = m.allocate(1000);

@@ -60,6 +60,19 @@ TEST(TlsfArena, HonoursLargeAlignments) {
   }
 }
 
+TEST(TlsfArena, ADoubleFreeIsAClearErrorEvenAfterItsNodeWasRecycled) {
+  TlsfArena a(1 << 20, 256);
+  const auto x = a.allocate(256);
+  const auto y = a.allocate(256);
+  ASSERT_TRUE(x && y);
+  a.free(*x);
+  a.free(*y);  // y's node is absorbed into x's free block and recycled
+  EXPECT_THROW(a.free(*y), std::logic_error) << "once crashed in absorb_next";
+  EXPECT_THROW(a.free(*x), std::logic_error);
+  a.check_invariants();
+  EXPECT_EQ(a.used_bytes(), 0U);
+}
+
 TEST(TlsfArena, SlideDownMovesABlockIntoTheGapBelow) {
   TlsfArena arena(256 * 8);
   const auto a = *arena.allocate(512);

@@ -86,6 +86,7 @@ class TlsfArena {
     BlockId prev_free = kNoBlock;
     BlockId next_free = kNoBlock;
     bool free = false;
+    bool spare = false;  // recycled (absorbed by a neighbour); not a block until new_node() hands it out again
   };
 
   BlockId new_node();

@@ -165,6 +165,9 @@ std::optional<TlsfArena::BlockId> TlsfArena::allocate(std::uint64_t size, std::u
         break;
       }
     }
+    // An over-aligned request searched for size + alignment - granule, room for the worst
+    // padding; a block whose own offset needs less padding may still fit it exactly.
+    if (id == kNoBlock && over_aligned) id = find_aligned_fit(rounded, alignment);
     if (id == kNoBlock) return std::nullopt;
   }
   remove_free(id);
@@ -185,6 +188,26 @@ std::optional<TlsfArena::BlockId> TlsfArena::allocate(std::uint64_t size, std::u
   used_ += nodes_[id].size;
   ++live_;
   return id;
+}
+
+TlsfArena::BlockId TlsfArena::find_aligned_fit(std::uint64_t rounded, std::uint64_t alignment) const {
+  std::size_t fl = 0;
+  std::size_t sl = 0;
+  mapping(rounded >> granule_shift_, fl, sl);
+  for (std::size_t f = fl; f < kFlCount; ++f) {
+    if (((fl_bitmap_ >> f) & 1U) == 0) continue;
+    std::uint32_t map = sl_bitmap_[f];
+    if (f == fl) map &= ~0U << sl;
+    while (map != 0) {
+      const auto s = static_cast<std::size_t>(std::countr_zero(map));
+      map &= map - 1;
+      for (BlockId c = heads_[f][s]; c != kNoBlock; c = nodes_[c].next_free) {
+        const std::uint64_t padding = (alignment - nodes_[c].offset % alignment) % alignment;
+        if (nodes_[c].size >= padding && nodes_[c].size - padding >= rounded) return c;
+      }
+    }
+  }
+  return kNoBlock;
 }
 
 void TlsfArena::free(BlockId id) {

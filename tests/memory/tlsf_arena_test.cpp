@@ -73,6 +73,23 @@ TEST(TlsfArena, ADoubleFreeIsAClearErrorEvenAfterItsNodeWasRecycled) {
   EXPECT_EQ(a.used_bytes(), 0U);
 }
 
+TEST(TlsfArena, AnOverAlignedRequestTakesAnExactlyAlignedFit) {
+  constexpr std::uint64_t kMiB = 1 << 20;
+  TlsfArena a(4 * kMiB, 256);
+  const auto first = a.allocate(kMiB);
+  const auto hole = a.allocate(kMiB);
+  const auto rest = a.allocate(2 * kMiB);
+  ASSERT_TRUE(first && hole && rest);
+  a.free(*hole);  // free: exactly [1 MiB, 2 MiB), already 1 MiB-aligned
+  // The search for size + alignment - granule (2 MiB - 256) finds no such block; the free one fits
+  // exactly at its own offset (this failed before: "fails only when no free block can hold it").
+  const auto aligned = a.allocate(kMiB, kMiB);
+  ASSERT_TRUE(aligned);
+  EXPECT_EQ(a.offset(*aligned), kMiB);
+  EXPECT_FALSE(a.allocate(256, kMiB)) << "the arena is full now";
+  a.check_invariants();
+}
+
 TEST(TlsfArena, SlideDownMovesABlockIntoTheGapBelow) {
   TlsfArena arena(256 * 8);
   const auto a = *arena.allocate(512);

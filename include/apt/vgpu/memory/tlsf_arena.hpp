@@ -100,6 +100,9 @@ class TlsfArena {
   [[nodiscard]] std::uint64_t round_up(std::uint64_t bytes) const;
 
   static void mapping(std::uint64_t units, std::size_t& fl, std::size_t& sl);
+  // A free block where `rounded` bytes fit at an offset with `alignment`, scanning every free block
+  // from `rounded`'s class up; kNoBlock when there is none. The slow path of over-aligned requests.
+  [[nodiscard]] BlockId find_aligned_fit(std::uint64_t rounded, std::uint64_t alignment) const;
 
   std::uint64_t capacity_;
   std::uint64_t granule_;

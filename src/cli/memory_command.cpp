@@ -73,6 +73,10 @@ class MemoryCommand final : public Command {
       j["peak_used"] = r.peak_used;
       j["peak_reserved"] = r.peak_reserved;
       j["reserved_over_requested"] = r.reserved_over_requested();
+      j["peak_address"] = r.peak_address;
+      j["address_over_requested"] = r.address_over_requested();
+      j["commit_calls"] = r.commit_calls;
+      j["release_calls"] = r.release_calls;
       j["failures"] = r.failures;
       j["failures_with_enough_free"] = r.failures_with_enough_free;
       j["compactions"] = r.compactions;
@@ -90,14 +94,17 @@ class MemoryCommand final : public Command {
       std::cout << fmt::format(
           "trace {}: {} events ({} allocations, {} frees)\n"
           "pool {} (compaction {})\n"
-          "peak requested  {}\npeak used       {}\npeak reserved   {}  ({:.3f} x requested)\n"
+          "peak requested  {}\npeak used       {}\npeak reserved   {}  ({:.4f} x requested: backing committed at once, idle "
+          "chunks released)\npeak address    {}  ({:.4f} x requested: the allocator's high-water mark)\n"
+          "backing calls   {} commits, {} releases (driver calls on CUDA)\n"
           "failures        {} ({} with enough total memory free)\n"
           "compactions     {} ({} moved)\n"
           "time            {:.0f} ns per allocate/free\n"
           "fragmentation   mean {:.3f}, max {:.3f} over {} samples:\n",
           trace_, r.events, r.allocations, r.frees, format_size(r.pool_size), no_compaction_ ? "off" : "on",
           format_size(r.peak_requested), format_size(r.peak_used), format_size(r.peak_reserved),
-          r.reserved_over_requested(), r.failures, r.failures_with_enough_free, r.compactions,
+          r.reserved_over_requested(), format_size(r.peak_address), r.address_over_requested(), r.commit_calls,
+          r.release_calls, r.failures, r.failures_with_enough_free, r.compactions,
           format_size(r.bytes_moved), r.ns_per_op,
           r.fragmentation.empty() ? 0.0 : sum / static_cast<double>(r.fragmentation.size()), peak_fragmentation,
           r.fragmentation.size());

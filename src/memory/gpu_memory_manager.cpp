@@ -188,12 +188,14 @@ struct GPUMemoryManager::Impl {
     for (std::uint64_t c = first; c < first + count; ++c) chunks.at(c).committed = true;
     committed_chunks += count;
     stats.chunks_committed += count;
+    ++stats.commit_calls;
   }
   // Adds a reference to every chunk under [offset, offset + size), committing as needed.
   // Strong guarantee: when the backing fails (cuMemCreate out of memory, mprotect
   // ENOMEM) no reference is added, and chunks this call did commit are handed to
   // the idle collector, so nothing stays committed for nobody.
   void place(std::uint64_t offset, std::uint64_t size) {
+    stats.peak_address = std::max(stats.peak_address, offset + size);
     const std::uint64_t first = offset >> chunk_shift;
     const std::uint64_t last = (offset + size - 1) >> chunk_shift;
     std::uint64_t run_start = 0;
@@ -256,6 +258,7 @@ struct GPUMemoryManager::Impl {
       state.committed = false;
       --committed_chunks;
       ++stats.chunks_released;
+      ++stats.release_calls;
       released += chunk;
     }
     return released;

@@ -71,6 +71,9 @@ ReplayReport replay(const std::vector<TraceEvent>& events, const ReplayOptions& 
   report.peak_requested = s.peak_requested;
   report.peak_used = s.peak_used;
   report.peak_reserved = s.peak_reserved;
+  report.peak_address = s.peak_address;
+  report.commit_calls = s.commit_calls;
+  report.release_calls = s.release_calls;
   report.compactions = s.compactions;
   report.bytes_moved = s.bytes_moved;
   report.ns_per_op = ops == 0 ? 0.0 : static_cast<double>(spent.count()) / static_cast<double>(ops);

@@ -144,6 +144,12 @@ TEST(TraceReplay, LazyCommitKeepsReservedCloseToRequestedInARoomyPool) {
   EXPECT_EQ(r.failures, 0U);
   EXPECT_GE(r.reserved_over_requested(), 1.0);
   EXPECT_LE(r.reserved_over_requested(), 1.10);
+  // The allocator's address high-water mark is at least what was committed at once (chunks are
+  // released as they empty), and every chunk released was committed by some call.
+  EXPECT_GE(r.peak_address, r.peak_used);
+  EXPECT_GE(r.address_over_requested(), 1.0);
+  EXPECT_GT(r.commit_calls, 0U);
+  EXPECT_GT(r.release_calls, 0U);
 }
 
 }  // namespace

@@ -29,7 +29,10 @@ struct ReplayReport {
   std::uint64_t frees = 0;
   std::uint64_t peak_requested = 0;
   std::uint64_t peak_used = 0;
-  std::uint64_t peak_reserved = 0;
+  std::uint64_t peak_reserved = 0;  // backing committed at once, at most (lazy: idle chunks released)
+  std::uint64_t peak_address = 0;   // the allocator's address high-water mark
+  std::uint64_t commit_calls = 0;   // backing calls (driver calls on CUDA)
+  std::uint64_t release_calls = 0;
   std::uint64_t failures = 0;
   // Failures although the pool had at least the request free in total: what
   // compaction exists to prevent.
@@ -41,6 +44,9 @@ struct ReplayReport {
 
   [[nodiscard]] double reserved_over_requested() const {
     return peak_requested == 0 ? 0.0 : static_cast<double>(peak_reserved) / static_cast<double>(peak_requested);
+  }
+  [[nodiscard]] double address_over_requested() const {
+    return peak_requested == 0 ? 0.0 : static_cast<double>(peak_address) / static_cast<double>(peak_requested);
   }
 };
 

@@ -29,6 +29,7 @@ nb::dict stats_dict(const memory::MemoryStats& s) {
   d["peak_used"] = s.peak_used;
   d["peak_reserved"] = s.peak_reserved;
   d["peak_requested"] = s.peak_requested;
+  d["peak_address"] = s.peak_address;
   d["largest_free_block"] = s.largest_free_block;
   d["fragmentation"] = s.fragmentation;
   d["spilled_bytes"] = s.spilled_bytes;
@@ -42,6 +43,8 @@ nb::dict stats_dict(const memory::MemoryStats& s) {
   d["restores"] = s.restores;
   d["chunks_committed"] = s.chunks_committed;
   d["chunks_released"] = s.chunks_released;
+  d["commit_calls"] = s.commit_calls;
+  d["release_calls"] = s.release_calls;
   return d;
 }
 

@@ -24,7 +24,9 @@ def test_seed_memory_example(capsys):
         print(f"Used: {stats['used']}, Free: {stats['free']}")
     """)
     assert capsys.readouterr().out == "Used: 0, Free: 80000000000\n"
-    assert ns["stats"]["pool_size"] == 80_000_000_000
+    stats = ns["stats"]
+    assert stats["pool_size"] == 80_000_000_000
+    assert stats["peak_address"] >= 16_000_000_000 and stats["commit_calls"] >= 1
 
 
 def test_exhaustion_is_a_memory_error():

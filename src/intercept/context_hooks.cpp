@@ -181,7 +181,10 @@ CUresult do_cuDevicePrimaryCtxRetain(CUresult (*real)(CUcontext*, CUdevice), CUc
   return rc;
 }
 
-CUresult do_cuDevicePrimaryCtxRelease_v2(CUresult (*real)(CUdevice), CUdevice device) {
+namespace {
+
+// The driver let go of (`reset`: destroyed whatever its count) a reference to device's primary context.
+CUresult primary_dropped(CUresult (*real)(CUdevice), CUdevice device, bool reset) {
   CUresult rc = CUDA_SUCCESS;
   if (refuse(real, rc)) return rc;
   rc = real(device);
@@ -189,20 +192,19 @@ CUresult do_cuDevicePrimaryCtxRelease_v2(CUresult (*real)(CUdevice), CUdevice de
   ContextBook& b = context_book();
   std::lock_guard<std::mutex> lock(b.mutex);
   auto it = b.primary.find(device);
-  if (it != b.primary.end() && it->second.retains > 0 && --it->second.retains == 0) primary_gone(it->second);
+  if (it == b.primary.end() || it->second.retains == 0) return rc;
+  if (reset || --it->second.retains == 0) primary_gone(it->second);
   return rc;
 }
 
+}  // namespace
+
+CUresult do_cuDevicePrimaryCtxRelease_v2(CUresult (*real)(CUdevice), CUdevice device) {
+  return primary_dropped(real, device, /*reset=*/false);
+}
+
 CUresult do_cuDevicePrimaryCtxReset_v2(CUresult (*real)(CUdevice), CUdevice device) {
-  CUresult rc = CUDA_SUCCESS;
-  if (refuse(real, rc)) return rc;
-  rc = real(device);
-  if (rc != CUDA_SUCCESS || !g_config.configured) return rc;
-  ContextBook& b = context_book();
-  std::lock_guard<std::mutex> lock(b.mutex);
-  auto it = b.primary.find(device);
-  if (it != b.primary.end() && it->second.retains > 0) primary_gone(it->second);  // destroyed whatever its count
-  return rc;
+  return primary_dropped(real, device, /*reset=*/true);
 }
 
 }  // namespace vgpu_cuda

@@ -72,10 +72,9 @@ void virtualise(void* device, Memory* m) {
 }
 
 // A process of this slice: this one, or one holding a slot of its region (seen from
-// this PID namespace; NVML names processes by the pids of the namespace it runs in).
-bool in_slice(unsigned int pid) {
+// this PID namespace, `own`; NVML names processes by the pids of the namespace it runs in).
+bool in_slice(unsigned int pid, std::uint64_t own) {
   if (pid == static_cast<unsigned int>(g_pid)) return true;
-  const std::uint64_t own = own_pid_namespace();
   for (const vgpu_shm_slot& s : g_region->slots) {
     const std::int32_t slot_pid = __atomic_load_n(&s.pid, __ATOMIC_ACQUIRE);
     const std::uint64_t ns = __atomic_load_n(&s.pid_namespace, __ATOMIC_ACQUIRE);
@@ -101,7 +100,8 @@ int filtered_processes(const char* name, std::atomic<void*>& cached, void* devic
   }
   if (rc != kNvmlSuccess) return rc;
   all.resize(std::min<std::size_t>(n, all.size()));
-  all.erase(std::remove_if(all.begin(), all.end(), [](const Info& i) { return !in_slice(i.pid); }), all.end());
+  const std::uint64_t own = own_pid_namespace();  // a stat() of /proc/self/ns/pid: once per query
+  all.erase(std::remove_if(all.begin(), all.end(), [own](const Info& i) { return !in_slice(i.pid, own); }), all.end());
   const auto kept = static_cast<unsigned int>(all.size());
   if (kept > *count || (infos == nullptr && kept > 0)) {
     *count = kept;

@@ -572,15 +572,14 @@ FillRun run_one(const std::vector<NodeSpec>& nodes, const std::vector<Pod>& work
   for (const Pod& p : arrivals) requested += p.gpu_request();
   const auto target = static_cast<std::int64_t>(options.inflation * static_cast<double>(capacity));
   std::uniform_int_distribution<std::size_t> any(0, workload.size() - 1);
-  while (requested < target) {
+  const bool asks_for_gpus = std::any_of(workload.begin(), workload.end(), [](const Pod& q) { return q.gpu_request() > 0; });
+  while (asks_for_gpus && requested < target) {  // without GPU pods no draw could ever reach the target
     const Pod& p = workload[any(random)];
     arrivals.push_back(p);
     requested += p.gpu_request();
-    if (p.gpu_request() == 0 && std::none_of(workload.begin(), workload.end(), [](const Pod& q) { return q.gpu_request() > 0; })) break;
   }
   const Placer placer(placement, workload);
   Cluster cluster(nodes, ids, placer);
-  (void)ids;
   FillRun run;
   run.seed = seed;
   run.pods = arrivals.size();

@@ -34,30 +34,12 @@ if _os.path.isdir(_bundled_profiles):
     if _bundled_profiles not in _search:
         _os.environ["VGPU_PROFILE_PATH"] = ":".join(_search + [_bundled_profiles])
 
-from .errors import (  # noqa: E402
-    VGPUCapacityError,
-    VGPUConfigError,
-    VGPUDeviceError,
-    VGPUError,
-    VGPUInvalidArgument,
-    VGPUOutOfMemoryError,
-    VGPUProcessError,
-    VGPUTaskError,
-)
+from . import errors as _errors  # noqa: E402
+from .errors import *  # noqa: E402,F401,F403 - the exception types, listed once in errors.__all__
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "VGPUCapacityError",
-    "VGPUConfigError",
-    "VGPUDeviceError",
-    "VGPUError",
-    "VGPUInvalidArgument",
-    "VGPUOutOfMemoryError",
-    "VGPUProcessError",
-    "VGPUTaskError",
-    "parse_size",
-]
+__all__ = [*_errors.__all__, "parse_size"]
 
 
 def parse_size(value, what="size"):

@@ -46,6 +46,14 @@ def _torch():
     return torch
 
 
+def _device(device_name):
+    """What PyTorch is given for a slice's device: a torch.device when torch is importable, else a
+    string; the simulated node's devices ('sim:N') are the CPU."""
+    target = "cpu" if device_name.startswith("sim:") else device_name
+    torch = _torch()
+    return torch.device(target) if torch is not None else target
+
+
 class VirtualGPU:
     """A slice of physical GPU `gpu_id`.
 
@@ -116,10 +124,7 @@ class VirtualGPU:
 
         On the simulated node it is the CPU ('cpu'), so code written for the GPU runs anywhere.
         """
-        name = self._core.device_name
-        target = "cpu" if name.startswith("sim:") else name
-        torch = _torch()
-        return torch.device(target) if torch is not None else target
+        return _device(self._core.device_name)
 
     @property
     def lease(self):

@@ -60,11 +60,9 @@ class TaskContext:
     @property
     def device(self):
         """The slice's device as VirtualGPU.device gives it (a torch.device when torch is importable)."""
-        from .runtime import _torch
+        from .runtime import _device
 
-        target = "cpu" if self.device_name.startswith("sim:") else self.device_name
-        torch = _torch()
-        return torch.device(target) if torch is not None else target
+        return _device(self.device_name)
 
     def __repr__(self):
         return f"<TaskContext task {self.id} attempt {self.attempt} on {self.device_name}>"

@@ -102,6 +102,24 @@ TEST(FillExperiment, OursSendsCpuOnlyPodsWhereTheyStrandTheFewestGpus) {
   EXPECT_EQ(std::count(ours.begin(), ours.end(), -1), 0);
 }
 
+TEST(FillExperiment, OursKeepsCpuForTheGpusWhereFgdStrandsThem) {
+  // a has 4.5 cores per GPU, b 20. The first CPU-heavy pod (16 cores) leaves a with 20 cores, enough
+  // for every shape, so fgd's scores tie and it goes to a, the node listed first; later 4-core pods
+  // fill b, and the last ones find a's free GPUs with too little CPU: two are dropped. Ours counts the
+  // GPUs a would keep beyond what its CPU can serve (9/10 of the 7 cores asked per GPU here: 3.2
+  // free GPUs served of 7) and sends every 16-core pod to b; all 16 pods fit.
+  const std::vector<NodeSpec> nodes{node("a", 36000, 100000, 8, "G2"), node("b", 160000, 100000, 8, "G2")};
+  std::vector<PodSpec> arrivals;
+  for (int i = 0; i < 4; ++i) arrivals.push_back(pod(16000, 100, 1, 1000));
+  for (int i = 0; i < 12; ++i) arrivals.push_back(pod(4000, 100, 1, 1000));
+  const auto fgd = place_in_order(nodes, arrivals, arrivals, Placement::fgd);
+  const auto ours = place_in_order(nodes, arrivals, arrivals, Placement::fgd_stranding);
+  EXPECT_EQ(fgd.front(), 0) << "fgd's tie goes to a";
+  EXPECT_EQ(std::count(fgd.begin(), fgd.end(), -1), 2) << "two 4-core pods find no CPU beside a's free GPUs";
+  EXPECT_EQ(std::count(ours.begin(), ours.begin() + 4, 1), 4) << "ours puts the CPU-heavy pods on b";
+  EXPECT_EQ(std::count(ours.begin(), ours.end(), -1), 0);
+}
+
 TEST(FillExperiment, TheExperimentKeepsItsBooks) {
   std::vector<NodeSpec> nodes;
   for (int i = 0; i < 40; ++i) nodes.push_back(node("n" + std::to_string(i), i % 2 == 0 ? 96000 : 32000, 400000, i % 3 == 0 ? 2 : 8, "G2"));
@@ -158,6 +176,7 @@ TEST(FillExperiment, OnTheAlibabaTraceFgdBeatsBestFitAndOursBeatsFgd) {
   EXPECT_NEAR(r[1].mean_unallocated_pct, 4.77, 1.0);
   EXPECT_LT(r[1].mean_unallocated_pct, r[0].mean_unallocated_pct);
   EXPECT_LT(r[2].mean_unallocated_pct, r[1].mean_unallocated_pct);
+  EXPECT_LT(r[2].mean_unallocated_pct, 4.5) << "ours leaves 4.10% over 10 seeds, the published FGD 4.77%";
 }
 
 }  // namespace

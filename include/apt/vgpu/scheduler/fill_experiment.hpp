@@ -25,9 +25,10 @@
 //                    measured against the workload's distribution of pod shapes, grows least
 //   fgd_stranding    ours: fgd's rounded score, on a fragmentation that also counts host memory
 //                    (a node out of memory for a pod shape strands its free GPUs, as fgd already
-//                    counts one out of CPU); its ties go to the node that leaves fewest GPUs without
-//                    CPU (3/4 of the workload's CPU per GPU each), then to best fit; a CPU-only pod
-//                    goes where the most CPU is left per free GPU (docs/scheduler.md)
+//                    counts one out of CPU), minus 100 per GPU the placement strands for want of CPU
+//                    (free GPUs beyond what the node's CPU left serves at 9/10 of the workload's CPU
+//                    per GPU); ties to best fit. CPU-only pods are placed by the same score
+//                    (docs/scheduler.md)
 //
 // Thread safety: run_fill() is reentrant; it runs seeds on up to `threads` threads.
 #pragma once

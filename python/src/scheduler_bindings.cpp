@@ -163,7 +163,7 @@ void bind_scheduler(nb::module_& m) {
       .def(
           "submit",
           [](PyScheduler& self, nb::object task, bool with_context, nb::handle memory, std::optional<double> compute,
-             int priority, const std::string& user, const std::string& group, std::optional<std::uint32_t> max_retries,
+             std::optional<double> cpu, int priority, const std::string& user, const std::string& group, std::optional<std::uint32_t> max_retries,
              bool auto_recover, std::optional<std::uint32_t> fallback_gpu, std::optional<std::uint32_t> gpu,
              std::optional<double> timeout, std::optional<double> expected_duration, const std::string& name,
              const std::string& isolation) {
@@ -171,6 +171,7 @@ void bind_scheduler(nb::module_& m) {
             GpuRequirements r;
             if (!memory.is_none()) r.memory = size_argument(memory, "memory");
             r.compute = compute;
+            r.cpu = cpu;
             r.priority = priority;
             r.user = user;
             r.group = group;
@@ -187,7 +188,7 @@ void bind_scheduler(nb::module_& m) {
             return s.submit_function(std::move(fn), std::move(r));
           },
           nb::arg("task"), nb::arg("with_context") = false, nb::arg("memory").none() = nb::none(),
-          nb::arg("compute").none() = nb::none(), nb::arg("priority") = 0, nb::arg("user") = "",
+          nb::arg("compute").none() = nb::none(), nb::arg("cpu").none() = nb::none(), nb::arg("priority") = 0, nb::arg("user") = "",
           nb::arg("group") = "", nb::arg("max_retries").none() = nb::none(), nb::arg("auto_recover") = true,
           nb::arg("fallback_gpu").none() = nb::none(), nb::arg("gpu").none() = nb::none(),
           nb::arg("timeout").none() = nb::none(), nb::arg("expected_duration").none() = nb::none(),

@@ -109,6 +109,9 @@ def test_bad_requirements_are_caught_at_submission():
             scheduler.submit_task(lambda: 1, {"memory": "lots"})
         with pytest.raises(ValueError):
             scheduler.submit_task(lambda: 1, {"memory": "200GB"})  # more than any GPU of the node has
+        with pytest.raises(ValueError, match="cpu"):
+            scheduler.submit_task(lambda: 1, {"cpu": 100000})  # more cores than this machine has
+        assert scheduler.wait_for_task(scheduler.submit_task(lambda: "ok", {"cpu": 1})) == "ok"
         with pytest.raises(TypeError, match="callable"):
             scheduler.submit_task("train.py")
         with pytest.raises(TypeError, match="arguments"):

@@ -45,7 +45,9 @@ class SimulateCommand final : public Command {
                      "Placement for fifo/priority/fair: best_fit, spread, round_robin; with --experiment fill a "
                      "comma-separated list of random, best_fit, fgd, fgd_stranding, or all (default "
                      "best_fit,fgd,fgd_stranding)");
-    app_->add_option("--cluster", cluster_, "Node list (Alibaba openb_node_list CSV: sn,cpu_milli,memory_mib,gpu,model)")
+    app_->add_option("--cluster", cluster_,
+                     "Node list (Alibaba openb_node_list CSV: sn,cpu_milli,memory_mib,gpu,model) instead of --nodes x "
+                     "--gpus-per-node: jobs then meet each node's CPU, memory and GPU model, and CPU-only pods take part")
         ->check(CLI::ExistingFile);
     app_->add_option("--experiment", experiment_,
                      "fill: the FGD paper's experiment on --cluster: pods shuffled per seed, topped up to 130% of GPU "
@@ -65,7 +67,7 @@ class SimulateCommand final : public Command {
   }
 
   int run() override {
-    if (!experiment_.empty() || !cluster_.empty()) return run_fill();
+    if (!experiment_.empty()) return run_fill();
     if (placement_.find(',') != std::string::npos || !(placement_ == "best_fit" || placement_ == "spread" ||
                                                        placement_ == "round_robin")) {
       throw InvalidArgument(fmt::format("--placement '{}': the replay takes one of best_fit, spread, round_robin "
@@ -80,6 +82,16 @@ class SimulateCommand final : public Command {
     options.nodes = nodes_;
     options.gpus_per_node = gpus_per_node_;
     options.memory_per_gpu = memory;
+    std::uint64_t cluster_gpus = static_cast<std::uint64_t>(nodes_) * gpus_per_node_;
+    if (!cluster_.empty()) {  // a node list: CPU, host memory and GPU models count
+      cluster_gpus = 0;
+      for (const auto& n : scheduler::fill::read_node_list(cluster_)) {
+        options.cluster.push_back(scheduler::NodeShape{n.name, static_cast<std::uint64_t>(n.cpu_milli),
+                                                       static_cast<std::uint64_t>(n.memory_mib) << 20,
+                                                       static_cast<std::uint32_t>(n.gpus), memory, n.model});
+        cluster_gpus += static_cast<std::uint64_t>(n.gpus);
+      }
+    }
     options.policy_options.placement = scheduler::parse_placement(placement_);
     options.policy_options.preemption = preemption_;
     options.arrival_scale = arrival_scale_;
@@ -98,11 +110,14 @@ class SimulateCommand final : public Command {
       j["format"] = loaded.format;
       j["jobs"] = loaded.jobs.size();
       j["skipped_rows"] = loaded.skipped;
-      j["gpus"] = nodes_ * gpus_per_node_;
+      j["gpus"] = cluster_gpus;
+      if (!cluster_.empty()) j["cluster"] = cluster_;
       j["arrival_scale"] = arrival_scale_;
       for (const auto& r : reports) {
-        j["runs"].push_back({{"policy", r.policy}, {"whole_gpu", r.whole_gpu}, {"completed", r.completed},
-                             {"rejected", r.rejected}, {"preemptions", r.preemptions}, {"avg_jct", r.avg_jct},
+        j["runs"].push_back({{"policy", r.policy}, {"whole_gpu", r.whole_gpu}, {"gpu_jobs", r.jobs},
+                             {"completed", r.completed}, {"rejected", r.rejected}, {"withdrawn", r.withdrawn},
+                             {"cpu_only_jobs", r.cpu_only_jobs}, {"cpu_only_skipped", r.cpu_only_skipped},
+                             {"cpu_only_avg_wait", r.cpu_only_avg_wait}, {"preemptions", r.preemptions}, {"avg_jct", r.avg_jct},
                              {"p99_jct", r.p99_jct}, {"avg_queueing_delay", r.avg_queueing_delay},
                              {"p99_queueing_delay", r.p99_queueing_delay}, {"makespan", r.makespan},
                              {"mean_allocation", r.mean_allocation}, {"mean_fragmentation", r.mean_fragmentation},
@@ -112,18 +127,24 @@ class SimulateCommand final : public Command {
       std::cout << j.dump(2) << "\n";
       return 0;
     }
-    std::cout << fmt::format("{} ({} format): {} GPU jobs, {} rows skipped (not GPU jobs or never ran); "
-                             "cluster {} x {} GPUs of {}; arrival scale {}\n\n",
-                             trace_, loaded.format, loaded.jobs.size(), loaded.skipped, nodes_, gpus_per_node_,
-                             format_size(memory), arrival_scale_);
+    const auto& first = reports.front();
+    const std::string cluster_text =
+        cluster_.empty() ? fmt::format("cluster {} x {} GPUs of {} (CPU not modelled: {} CPU-only jobs skipped)", nodes_,
+                                       gpus_per_node_, format_size(memory), first.cpu_only_skipped)
+                         : fmt::format("cluster {}: {} nodes, {} GPUs of {}, with CPU, memory and GPU models ({} CPU-only "
+                                       "jobs replayed beside the GPU jobs)",
+                                       cluster_, options.cluster.size(), cluster_gpus, format_size(memory),
+                                       first.cpu_only_jobs);
+    std::cout << fmt::format("{} ({} format): {} GPU jobs, {} rows skipped; {}; arrival scale {}\n\n", trace_,
+                             loaded.format, first.jobs, loaded.skipped, cluster_text, arrival_scale_);
     Table table({"POLICY", "ALLOCATION", "AVG JCT", "P99 JCT", "AVG WAIT", "P99 WAIT", "MAKESPAN", "ALLOC", "FRAG",
-                 "JAIN", "PREEMPT", "REJECTED", "WALL"});
+                 "JAIN", "PREEMPT", "REJECTED", "WITHDRAWN", "WALL"});
     for (const auto& r : reports) {
       table.add({r.policy, r.whole_gpu ? "whole GPU" : "shared", duration_text(r.avg_jct), duration_text(r.p99_jct),
                  duration_text(r.avg_queueing_delay), duration_text(r.p99_queueing_delay), duration_text(r.makespan),
                  fmt::format("{:.1f}%", r.mean_allocation * 100), fmt::format("{:.1f}%", r.mean_fragmentation * 100),
                  fmt::format("{:.3f}", r.jain_fairness), std::to_string(r.preemptions), std::to_string(r.rejected),
-                 fmt::format("{:.2f}s", r.wall_seconds)});
+                 std::to_string(r.withdrawn), fmt::format("{:.2f}s", r.wall_seconds)});
     }
     std::cout << table.render();
     if (!no_baseline_) {
@@ -155,7 +176,6 @@ class SimulateCommand final : public Command {
   const GlobalOptions& globals_;
   int run_fill() {
     namespace fill = scheduler::fill;
-    if (experiment_ != "fill") throw InvalidArgument("--cluster needs --experiment fill (the timed replay uses --nodes)");
     if (cluster_.empty()) throw InvalidArgument("--experiment fill needs --cluster NODES.csv");
     const auto nodes = fill::read_node_list(cluster_);
     const auto pods = fill::read_pod_list(trace_);

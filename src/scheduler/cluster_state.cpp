@@ -56,7 +56,7 @@ ClusterState::ClusterState(std::uint32_t nodes, std::uint32_t gpus_per_node, std
 }
 
 ClusterState::ClusterState(const std::vector<std::uint64_t>& gpu_memory, double oversubscription,
-                           std::uint32_t max_slices)
+                           std::uint32_t max_slices, std::uint64_t cpu_milli)
     : max_slices_(max_slices) {
   if (!(oversubscription >= 1.0)) throw InvalidArgument("oversubscription: must be >= 1.0");
   models_.emplace_back();
@@ -65,7 +65,7 @@ ClusterState::ClusterState(const std::vector<std::uint64_t>& gpu_memory, double 
     total_compute_ += gpus_.back().compute_capacity;
     total_memory_ += gpus_.back().memory_capacity;
   }
-  add_node("node-0", 0, 0, 0, static_cast<std::uint32_t>(gpu_memory.size()));
+  add_node("node-0", 0, cpu_milli, 0, static_cast<std::uint32_t>(gpu_memory.size()));
 }
 
 ClusterState::ClusterState(const std::vector<NodeShape>& nodes, double oversubscription, std::uint32_t max_slices)

@@ -133,7 +133,7 @@ struct GPUScheduler::Impl final : SchedulingContext {
   Impl(std::shared_ptr<runtime::Node> n, std::uint32_t gpus, std::uint32_t max_slices, std::string_view policy_name,
        SchedulerOptions o)
       : node(std::move(n)), gpu_count(gpus), options(std::move(o)),
-        capacity(gpu_memory(*node, gpus), options.oversubscription, max_slices),
+        capacity(gpu_memory(*node, gpus), options.oversubscription, max_slices, machine_cpu_milli()),
         policy(make_queue_policy(policy_name, PolicyOptions{options.placement, options.preemption, options.weights,
                                                             options.backfill_window})) {
     for (std::uint32_t g = 0; g < gpus; ++g) capacity.set_healthy(g, node->backend().health(g).usable());
@@ -184,6 +184,12 @@ struct GPUScheduler::Impl final : SchedulingContext {
     std::vector<std::uint64_t> memory;
     for (std::uint32_t g = 0; g < gpus; ++g) memory.push_back(node.backend().gpu(g).memory_total);
     return memory;
+  }
+
+  // The live case of the cluster model is one node: its GPUs and this machine's CPUs, against which
+  // tasks' `cpu` counts (host memory is not reserved).
+  static std::uint64_t machine_cpu_milli() {
+    return static_cast<std::uint64_t>(std::max(1U, std::thread::hardware_concurrency())) * 1000U;
   }
 
   // ---- SchedulingContext (called with `mutex` held) ----
@@ -606,10 +612,16 @@ struct GPUScheduler::Impl final : SchedulingContext {
       throw InvalidArgument(fmt::format("fallback_gpu: there is no GPU {}; this scheduler has GPUs 0..{}", *r.fallback_gpu,
                                         gpu_count - 1));
     }
+    const std::uint64_t cores = capacity.node(0).cpu_capacity / 1000;
+    if (r.cpu && !(*r.cpu > 0.0 && *r.cpu <= static_cast<double>(cores))) {
+      throw InvalidArgument(fmt::format("cpu: {} cores is out of range; this node has {} (ask for 0 < cpu <= {})", *r.cpu,
+                                        cores, cores));
+    }
     Demand demand;
     demand.memory = r.memory;
     demand.compute_milli = r.compute ? static_cast<std::uint32_t>(std::ceil(*r.compute * kWholeGpuMilli - 1e-9)) : 0;
     demand.gpu_count = 1;
+    demand.cpu_milli = r.cpu ? static_cast<std::uint64_t>(std::ceil(*r.cpu * 1000.0 - 1e-9)) : 0;
     std::unique_lock lock(mutex);
     if (shutting_down) throw InvalidArgument("submit: the scheduler is shutting down");
     if (!capacity.could_ever_fit(demand)) {

@@ -148,7 +148,23 @@ double reservation_time(SchedulingContext& ctx, const QueuedTask& head) {
     bool fits = false;
     if (head.demand.gpu_count == 1) {
       // Only the GPUs just released can have become able to hold the head.
-      for (std::uint32_t g : r->gpus) fits = fits || future.fits(g, head.demand.memory, head.demand.compute_milli);
+      for (std::uint32_t g : r->gpus) {
+        fits = fits || (future.fits(g, head.demand.memory, head.demand.compute_milli) &&
+                        future.node_admits(future.gpu(g).node, head.demand, 1));
+      }
+    } else if (!head.demand.multi_node) {
+      // A single-node gang: only the nodes just released on can have become able to hold it.
+      fits = future.slices_available(head.demand.gpu_count) &&
+             std::any_of(r->gpus.begin(), r->gpus.end(), [&](std::uint32_t released) {
+               const NodeCapacityState& node = future.node(future.gpu(released).node);
+               std::uint32_t idle = 0;
+               for (std::uint32_t g = node.first_gpu; g < node.first_gpu + node.gpu_count; ++g) {
+                 const GpuCapacityState& gpu = future.gpu(g);
+                 if (gpu.healthy && gpu.idle() && head.demand.memory <= gpu.memory_capacity) ++idle;
+               }
+               return idle >= head.demand.gpu_count &&
+                      future.node_admits(future.gpu(released).node, head.demand, head.demand.gpu_count);
+             });
     } else {
       fits = !place(future, head.demand, PlacementStrategy::best_fit, cursor).empty();
     }

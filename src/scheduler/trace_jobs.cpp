@@ -69,6 +69,9 @@ Demand whole(std::uint32_t gpus, std::uint64_t memory_per_gpu) {
   return Demand{memory_per_gpu, kWholeGpuMilli, gpus};
 }
 
+// Philly's servers had up to 8 GPUs; larger jobs ran across servers.
+constexpr std::uint32_t kPhillyServerGpus = 8;
+
 int qos_priority(std::string_view qos) {
   if (qos == "LS") return 3;
   if (qos == "Guaranteed") return 2;
@@ -126,13 +129,23 @@ TraceLoadResult parse_trace_jobs(std::istream& in, const std::string& path, std:
     job.id = next_id++;
     if (result.format == "alibaba") {
       const auto gpus = row.count(3, "num_gpu", 4096);
-      if (gpus == 0 || row.text(10).empty() || row.text(9).empty()) {
-        ++result.skipped;
-        continue;
-      }
       job.submit = row.number(8, "creation_time");
-      job.duration = std::max(1.0, row.number(9, "deletion_time") - row.number(10, "scheduled_time"));
-      job.demand = gpus == 1 ? fractional(row.number(4, "gpu_milli"), memory_per_gpu) : whole(gpus, memory_per_gpu);
+      const double deletion = row.number(9, "deletion_time");
+      if (row.text(10).empty()) {
+        // Pending until deleted in the trace: offered to our scheduler for as long as it waited there.
+        job.patience = std::max(1.0, deletion - job.submit);
+        job.duration = job.patience;
+      } else {
+        job.duration = std::max(1.0, deletion - row.number(10, "scheduled_time"));
+      }
+      if (gpus == 0) {
+        job.demand = Demand{0, 0, 0};
+      } else {
+        job.demand = gpus == 1 ? fractional(row.number(4, "gpu_milli"), memory_per_gpu) : whole(gpus, memory_per_gpu);
+      }
+      job.demand.cpu_milli = row.count(1, "cpu_milli", UINT32_MAX);
+      job.demand.host_memory = static_cast<std::uint64_t>(row.count(2, "memory_mib", UINT32_MAX)) << 20;
+      job.gpu_models = std::string(row.text(5));
       job.group = std::string(row.text(6));
       job.priority = qos_priority(job.group);
     } else if (result.format == "philly") {
@@ -144,6 +157,7 @@ TraceLoadResult parse_trace_jobs(std::istream& in, const std::string& path, std:
         continue;
       }
       job.demand = whole(gpus, memory_per_gpu);
+      job.demand.multi_node = gpus > kPhillyServerGpus;
       job.group = std::string(row.text(4));
     } else {
       job.submit = row.number(0, "submit");

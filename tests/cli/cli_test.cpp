@@ -321,10 +321,13 @@ TEST(Cli, SimulateFillOnANodeListWritesTheCurveAndThePlot) {
   r = vgpu(common + " --placement best_fit,worst_fit");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("'worst_fit' is not one of"), std::string::npos) << r.err;
-  r = vgpu("simulate --cluster " + (dir / "nodes.csv").string() + " --trace " + (dir / "pods.csv").string());
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("--experiment fill"), std::string::npos) << r.err;
-  r = vgpu("simulate --cluster " + (dir / "pods.csv").string() + " --trace " + (dir / "pods.csv").string() + " --experiment fill");
+  // Without --experiment, --cluster is the timed replay's node list: CPU-only pods take part.
+  r = vgpu("simulate --cluster " + (dir / "nodes.csv").string() + " --trace " + (dir / "pods.csv").string() +
+           " --no-baseline --policy fifo --json");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"cpu_only_jobs\": 1,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"withdrawn\""), std::string::npos) << r.out;
+  r = vgpu("simulate --cluster " + (dir / "pods.csv").string() + " --trace " + (dir / "pods.csv").string());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("expected column 1 to be 'sn'"), std::string::npos) << r.err;
   std::filesystem::remove_all(dir);

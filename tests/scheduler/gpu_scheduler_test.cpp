@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <future>
+#include <thread>
+
 #include <optional>
 
 #include <atomic>
@@ -131,6 +134,30 @@ TEST(GPUScheduler, ARefusedLeaseRefreshesTheViewAndTheRetryGoesWhereThereIsRoom)
   EXPECT_EQ(attempts[0].gpu, 0U);
   EXPECT_EQ(attempts[0].outcome.rfind("waited", 0), 0U) << attempts[0].outcome;
   EXPECT_EQ(attempts[1].gpu, 1U);
+}
+
+TEST(GPUScheduler, TasksReserveTheNodesCpuTheLiveCaseOfTheClusterModel) {
+  // One node is the live case of the cluster model: a task's `cpu` counts against this machine's
+  // cores. Two tasks that each want every core run one after the other, though GPU room abounds.
+  GPUScheduler scheduler(2, 8, "fifo", on(sim_node(2)));
+  const double cores = std::max(1U, std::thread::hardware_concurrency());
+  std::promise<void> release_first;
+  std::shared_future<void> first_may_end = release_first.get_future().share();
+  GpuRequirements all_cores = GpuRequirements::with("1GB", 0.1);
+  all_cores.cpu = cores;
+  const TaskId first = scheduler.submit_task([first_may_end](runtime::VirtualGPU&) { first_may_end.wait(); return 1; },
+                                             all_cores);
+  const TaskId second = scheduler.submit_task([](runtime::VirtualGPU&) { return 2; }, all_cores);
+  wait_until([&] { return scheduler.status(first).state == TaskState::running; });
+  EXPECT_EQ(scheduler.status(second).state, TaskState::queued) << "no CPU left for it";
+  release_first.set_value();
+  EXPECT_EQ(scheduler.wait_for_task_as<int>(second), 2);
+  EXPECT_EQ(scheduler.wait_for_task_as<int>(first), 1);
+  GpuRequirements too_many = GpuRequirements::with("1GB", 0.1);
+  too_many.cpu = cores + 1;
+  EXPECT_THROW((void)scheduler.submit_task([](runtime::VirtualGPU&) { return 0; }, too_many), InvalidArgument);
+  too_many.cpu = 0.0;
+  EXPECT_THROW((void)scheduler.submit_task([](runtime::VirtualGPU&) { return 0; }, too_many), InvalidArgument);
 }
 
 TEST(GPUScheduler, FinishedTasksAreForgottenBeyondTheHistory) {

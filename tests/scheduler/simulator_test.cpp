@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <map>
 
 #include <filesystem>
@@ -26,23 +27,32 @@ TEST(TraceJobs, ReadsTheAlibabaPodList) {
       "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time\n"
       "p0,12000,16384,1,1000,,LS,Running,100,1100,100\n"
       "p1,6000,12288,1,460,,BE,Running,200,700,250\n"
-      "p2,6000,12288,0,0,,BE,Running,300,900,300\n"           // CPU only: skipped
-      "p3,6000,12288,1,1000,,BE,Pending,400,500,\n"            // never ran: skipped
-      "p4,88000,327680,8,1000,V100M32,Burstable,Running,500,2500,600\n");
+      "p2,6000,12288,0,0,,BE,Running,300,900,300\n"           // CPU only
+      "p3,6000,12288,1,1000,,BE,Pending,400,500,\n"            // pending until deleted
+      "p4,88000,327680,8,1000,V100M32|V100M16,Burstable,Running,500,2500,600\n");
   const TraceLoadResult r = load_trace_jobs(path, k80GB);
   EXPECT_EQ(r.format, "alibaba");
-  ASSERT_EQ(r.jobs.size(), 3U);
-  EXPECT_EQ(r.skipped, 2U);
+  ASSERT_EQ(r.jobs.size(), 5U);
+  EXPECT_EQ(r.skipped, 0U);
   EXPECT_EQ(r.jobs[0].submit, 0.0) << "times start at the first submission";
   EXPECT_EQ(r.jobs[0].duration, 1000.0);
   EXPECT_EQ(r.jobs[0].priority, 3);
+  EXPECT_EQ(r.jobs[0].demand.cpu_milli, 12000U);
+  EXPECT_EQ(r.jobs[0].demand.host_memory, 16384ULL << 20);
+  EXPECT_FALSE(std::isfinite(r.jobs[0].patience)) << "a pod that ran waits as long as it takes";
   EXPECT_EQ(r.jobs[1].demand.compute_milli, 460U);
   EXPECT_EQ(r.jobs[1].demand.memory, k80GB / 1000 * 460);
   EXPECT_EQ(r.jobs[1].duration, 450.0);
   EXPECT_EQ(r.jobs[1].group, "BE");
-  EXPECT_EQ(r.jobs[2].demand.gpu_count, 8U);
-  EXPECT_EQ(r.jobs[2].demand.compute_milli, kWholeGpuMilli);
-  EXPECT_EQ(r.jobs[2].submit, 400.0);
+  EXPECT_EQ(r.jobs[2].demand.gpu_count, 0U) << "CPU-only pods are jobs too";
+  EXPECT_EQ(r.jobs[2].demand.cpu_milli, 6000U);
+  EXPECT_EQ(r.jobs[3].patience, 100.0) << "pending for 100 s, then deleted";
+  EXPECT_EQ(r.jobs[3].duration, 100.0);
+  EXPECT_EQ(r.jobs[4].demand.gpu_count, 8U);
+  EXPECT_EQ(r.jobs[4].demand.compute_milli, kWholeGpuMilli);
+  EXPECT_FALSE(r.jobs[4].demand.multi_node) << "a pod lives on one node";
+  EXPECT_EQ(r.jobs[4].gpu_models, "V100M32|V100M16");
+  EXPECT_EQ(r.jobs[4].submit, 400.0);
   std::filesystem::remove(path);
 }
 
@@ -50,13 +60,16 @@ TEST(TraceJobs, ReadsPhillyAndOurCsv) {
   const std::string philly = write_temp("philly.csv",
                                         "timestamp,duration,num_gpus,gpu_time,cluster\n"
                                         "2017-10-09 07:01:55,66.0,1,66.0,11cb48\n"
-                                        "2017-10-09 06:13:03,2951.0,4,11804.0,6214e9\n");
+                                        "2017-10-09 06:13:03,2951.0,4,11804.0,6214e9\n"
+                                        "2017-10-09 08:00:00,10.0,16,160.0,6214e9\n");
   TraceLoadResult r = load_trace_jobs(philly, k80GB);
   EXPECT_EQ(r.format, "philly");
-  ASSERT_EQ(r.jobs.size(), 2U);
+  ASSERT_EQ(r.jobs.size(), 3U);
   EXPECT_EQ(r.jobs[0].group, "6214e9") << "sorted by submit time";
   EXPECT_EQ(r.jobs[1].submit, 48.0 * 60 + 52);
   EXPECT_EQ(r.jobs[0].demand.gpu_count, 4U);
+  EXPECT_FALSE(r.jobs[0].demand.multi_node);
+  EXPECT_TRUE(r.jobs[2].demand.multi_node) << "16 GPUs: more than a Philly server's 8";
 
   const std::string ours = write_temp("ours.csv",
                                       "submit,duration,gpus,gpu_share,memory,priority,group\n"
@@ -197,9 +210,12 @@ TEST(Simulator, EveryReplayOfTheAlibabaTraceKeepsItsInvariants) {
   if (!std::filesystem::exists(path)) GTEST_SKIP() << "public traces not present at " << path;
   const TraceLoadResult trace = load_trace_jobs(path.string(), k80GB);
   std::map<std::uint64_t, const SimJob*> job_of;
-  double work = 0;  // GPU-seconds asked for
+  double work = 0;  // GPU-seconds asked for by the jobs that ran in the trace (the others end at their deletion)
+  std::uint64_t gpu_jobs = 0;
   for (const SimJob& j : trace.jobs) {
     job_of[j.id] = &j;
+    if (j.demand.gpu_count > 0) ++gpu_jobs;
+    if (std::isfinite(j.patience)) continue;
     work += j.duration * j.demand.gpu_count * j.demand.compute_milli / 1000.0;
   }
   for (const std::string policy : {"fifo", "priority", "fair", "adaptive"}) {
@@ -207,14 +223,18 @@ TEST(Simulator, EveryReplayOfTheAlibabaTraceKeepsItsInvariants) {
     o.policy = policy;
     o.arrival_scale = 0.01;
     const SimulationReport r = simulate(trace.jobs, o);
-    EXPECT_EQ(r.completed + r.rejected, trace.jobs.size()) << policy;
+    EXPECT_EQ(r.completed + r.rejected + r.withdrawn, gpu_jobs) << policy;
+    EXPECT_EQ(r.jobs, gpu_jobs);
+    EXPECT_EQ(r.cpu_only_skipped, trace.jobs.size() - gpu_jobs) << "125 x 8 GPUs model no CPU";
     double done = 0;
     for (const JobTimes& t : r.job_times) {
       if (t.finish < 0) continue;
       const SimJob& j = *job_of.at(t.id);
       EXPECT_GE(t.start, t.submit) << policy << ": job " << t.id << " started before it was submitted";
-      EXPECT_NEAR(t.finish - t.start, j.duration, 1e-6 * std::max(1.0, j.duration)) << policy << ": job " << t.id;
-      done += (t.finish - t.start) * j.demand.gpu_count * j.demand.compute_milli / 1000.0;
+      // A pod pending until deleted in the trace runs at most until that deletion.
+      const double runs = std::isfinite(j.patience) ? std::min(j.duration, t.submit + j.patience - t.start) : j.duration;
+      EXPECT_NEAR(t.finish - t.start, runs, 1e-6 * std::max(1.0, j.duration)) << policy << ": job " << t.id;
+      if (!std::isfinite(j.patience)) done += (t.finish - t.start) * j.demand.gpu_count * j.demand.compute_milli / 1000.0;
     }
     EXPECT_NEAR(done, work, 1e-6 * work) << policy << ": GPU-seconds are conserved";
     for (const auto& [time, allocation] : r.allocation_over_time) {
@@ -235,8 +255,79 @@ TEST(Simulator, ReplaysTheAlibabaSliceOnAThousandGpus) {
   const SimulationReport shared = simulate(trace.jobs, o);
   o.whole_gpu = true;
   const SimulationReport whole = simulate(trace.jobs, o);
-  EXPECT_EQ(shared.completed + shared.rejected, trace.jobs.size());
+  EXPECT_EQ(shared.completed + shared.rejected + shared.withdrawn, shared.jobs);
   EXPECT_LT(shared.avg_queueing_delay, whole.avg_queueing_delay) << "sharing fractional GPUs cuts waiting";
+}
+
+}  // namespace
+}  // namespace apt::vgpu::scheduler
+
+namespace apt::vgpu::scheduler {
+namespace {
+
+SimJob job(std::uint64_t id, double submit, double duration, Demand demand) {
+  SimJob j;
+  j.id = id;
+  j.submit = submit;
+  j.duration = duration;
+  j.demand = demand;
+  return j;
+}
+
+TEST(Simulator, OnANodeListCpuOnlyJobsTakeCpuThatGpuJobsWaitFor) {
+  SimulationOptions o;
+  o.cluster = {NodeShape{"n0", 8000, 64ULL << 30, 1, 0, "T4"}};
+  Demand cpu_only{0, 0, 0};
+  cpu_only.cpu_milli = 6000;
+  Demand gpu{k80GB, kWholeGpuMilli, 1};
+  gpu.cpu_milli = 4000;
+  const std::vector<SimJob> jobs{job(0, 0, 100, cpu_only), job(1, 1, 10, gpu)};
+  const SimulationReport r = simulate(jobs, o);
+  EXPECT_EQ(r.cpu_only_jobs, 1U);
+  EXPECT_EQ(r.jobs, 1U);
+  ASSERT_EQ(r.job_times.size(), 1U) << "the GPU jobs' statistics leave CPU-only jobs out";
+  EXPECT_EQ(r.job_times[0].start, 100.0) << "2 cores free until the CPU-only job ends";
+  EXPECT_EQ(r.cpu_only_avg_wait, 0.0);
+
+  o.cluster.clear();  // 125 x 8 GPUs: CPU is not modelled
+  const SimulationReport flat = simulate(jobs, o);
+  EXPECT_EQ(flat.cpu_only_skipped, 1U);
+  EXPECT_EQ(flat.job_times.at(0).start, 1.0);
+}
+
+TEST(Simulator, APodPendingUntilDeletedIsWithdrawnOrRunsOnlyUntilThen) {
+  SimulationOptions o;
+  o.nodes = 1;
+  o.gpus_per_node = 1;
+  const Demand gpu{k80GB, kWholeGpuMilli, 1};
+  std::vector<SimJob> jobs{job(0, 0, 100, gpu), job(1, 10, 50, gpu), job(2, 20, 200, gpu)};
+  jobs[1].patience = 50;   // gone at 60, before the GPU frees at 100
+  jobs[2].patience = 200;  // gone at 220: starts at 100, runs until 220
+  const SimulationReport r = simulate(jobs, o);
+  EXPECT_EQ(r.withdrawn, 1U);
+  EXPECT_EQ(r.completed, 2U);
+  ASSERT_EQ(r.job_times.size(), 3U);
+  EXPECT_EQ(r.job_times[1].start, -1.0);
+  EXPECT_EQ(r.job_times[2].start, 100.0);
+  EXPECT_EQ(r.job_times[2].finish, 220.0);
+}
+
+TEST(Simulator, PhillysLargeJobsSpanNodesAndSmallGangsWaitForOne) {
+  SimulationOptions o;
+  o.nodes = 2;
+  o.gpus_per_node = 8;
+  Demand sixteen{k80GB, kWholeGpuMilli, 16};
+  sixteen.multi_node = true;
+  // A 5-GPU job takes node 0 (3 idle left), a 4-GPU job node 1 (4 idle left): 7 GPUs are idle, but a
+  // 6-GPU job waits until one node has 6 (node 1 at 70) instead of being split across the two.
+  const std::vector<SimJob> jobs{job(0, 0, 10, sixteen), job(1, 20, 100, Demand{k80GB, kWholeGpuMilli, 5}),
+                                 job(2, 20, 50, Demand{k80GB, kWholeGpuMilli, 4}),
+                                 job(3, 21, 10, Demand{k80GB, kWholeGpuMilli, 6})};
+  const SimulationReport r = simulate(jobs, o);
+  EXPECT_EQ(r.rejected, 0U) << "a multi-node job may span the two nodes";
+  ASSERT_EQ(r.job_times.size(), 4U);
+  EXPECT_EQ(r.job_times[0].finish, 10.0);
+  EXPECT_EQ(r.job_times[3].start, 70.0) << "the 6-GPU job waits for one node with room";
 }
 
 }  // namespace

@@ -32,7 +32,7 @@ from . import _core
 
 __all__ = ["GPUScheduler", "TaskContext"]
 
-_REQUIREMENT_KEYS = ("memory", "compute", "priority", "user", "group", "max_retries", "auto_recover",
+_REQUIREMENT_KEYS = ("memory", "compute", "cpu", "priority", "user", "group", "max_retries", "auto_recover",
                      "fallback_gpu", "gpu", "timeout", "expected_duration", "name")
 
 _live = weakref.WeakSet()  # schedulers to shut down before the interpreter finalizes
@@ -172,7 +172,7 @@ class GPUScheduler:
     def submit_task(self, task, gpu_requirements=None, *, name="", isolation="thread"):
         """Queues `task` and returns its id at once.
 
-        gpu_requirements: {'memory': '16GB' or bytes, 'compute': 0.25, 'priority': 0, 'user': '', 'group': '',
+        gpu_requirements: {'memory': '16GB' or bytes, 'compute': 0.25, 'cpu': cores, 'priority': 0, 'user': '', 'group': '',
         'max_retries': n, 'auto_recover': True, 'fallback_gpu': n, 'gpu': n, 'timeout': seconds,
         'expected_duration': seconds, 'name': ''}. isolation: 'thread' (in this process) or 'process'
         (a child process bound to the slice, under libvgpu-cuda.so).

@@ -114,9 +114,9 @@ class ClusterState {
   // multiplied by `oversubscription` (>= 1); at most `max_slices` slices at once.
   ClusterState(std::uint32_t nodes, std::uint32_t gpus_per_node, std::uint64_t memory_per_gpu,
                double oversubscription = 1.0, std::uint32_t max_slices = UINT32_MAX);
-  // One node whose GPUs have the given memory sizes.
+  // One node whose GPUs have the given memory sizes, with `cpu_milli` of CPU (0: not counted).
   explicit ClusterState(const std::vector<std::uint64_t>& gpu_memory, double oversubscription = 1.0,
-                        std::uint32_t max_slices = UINT32_MAX);
+                        std::uint32_t max_slices = UINT32_MAX, std::uint64_t cpu_milli = 0);
   // A node list (at most 32 GPU models). Throws InvalidArgument for an empty list or no GPUs at all.
   explicit ClusterState(const std::vector<NodeShape>& nodes, double oversubscription = 1.0,
                         std::uint32_t max_slices = UINT32_MAX);

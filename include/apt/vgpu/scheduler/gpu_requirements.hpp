@@ -19,6 +19,7 @@ namespace apt::vgpu::scheduler {
 struct GpuRequirements {
   std::uint64_t memory = 0;        // bytes of GPU memory reserved and enforced; 0: none
   std::optional<double> compute;   // share of one GPU in (0, 1]; absent: none reserved
+  std::optional<double> cpu;       // CPU cores reserved on the node (> 0, up to its cores); absent: none
   int priority = 0;                // higher first (priority policy; preemption)
   std::string user;                // fair-share key when `group` is empty
   std::string group;               // fair-share key (team, project)

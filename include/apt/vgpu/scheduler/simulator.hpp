@@ -2,9 +2,21 @@
 // policies and placement code as the live GPUScheduler, on a simulated
 // cluster of nodes x GPUs, with no real time passing.
 //
-// Events are job arrivals and completions; after each batch of events at one
-// instant the policy schedules. Preempted jobs are suspended and resume with
-// their remaining work. Statistics are taken at completion and on a regular
+// Events are job arrivals, completions and withdrawals; after each batch of
+// events at one instant the policy schedules. Jobs arrive in submission order
+// whatever the trace file's row order. Preempted jobs are suspended and
+// resume with their remaining work. A job with a patience (a pod the trace
+// shows pending until deleted) is withdrawn when it runs out unless started,
+// and ends then if it is running.
+//
+// The cluster is `nodes x gpus_per_node` identical GPUs, or a node list
+// (`cluster`, e.g. the Alibaba openb_node_list) with each node's CPU, host
+// memory and GPU model, which jobs' CPU, memory and model constraints then
+// meet. CPU-only jobs take part only on a node list (elsewhere CPU is not
+// modelled and they are counted as skipped): they are started in submission
+// order, any that fits (the way Kubernetes' default scheduler serves them
+// beside the GPU scheduler), on the node they strand the fewest GPUs on
+// (place_host), and are reported apart from the GPU jobs. Statistics are taken at completion and on a regular
 // sampling grid (allocation rate, fragmentation).
 //
 // Definitions:
@@ -33,6 +45,8 @@ namespace apt::vgpu::scheduler {
 struct SimulationOptions {
   std::uint32_t nodes = 125;
   std::uint32_t gpus_per_node = 8;
+  // A node list instead of nodes x gpus_per_node; a node's gpu_memory 0 means memory_per_gpu.
+  std::vector<NodeShape> cluster;
   std::uint64_t memory_per_gpu = 80'000'000'000ULL;
   std::string policy = "fifo";
   PolicyOptions policy_options;
@@ -54,9 +68,13 @@ struct JobTimes {
 struct SimulationReport {
   std::string policy;
   bool whole_gpu = false;
-  std::uint64_t jobs = 0;
+  std::uint64_t jobs = 0;       // GPU jobs (the statistics below are theirs)
   std::uint64_t completed = 0;
   std::uint64_t rejected = 0;  // could never fit on this cluster
+  std::uint64_t withdrawn = 0; // ran out of patience before they started
+  std::uint64_t cpu_only_jobs = 0;      // replayed (node lists only)
+  std::uint64_t cpu_only_skipped = 0;   // not replayed: the cluster does not model CPU
+  double cpu_only_avg_wait = 0;
   std::uint64_t preemptions = 0;
   double avg_jct = 0;
   double p99_jct = 0;

@@ -1,33 +1,59 @@
 // Pool allocator benchmarks (docs/benchmarks.md):
 //   build/release/bench/memory_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 //
-// Each iteration is one allocate + one free of a random live block, with the
-// number of live blocks held constant (1k, 10k, 100k); sizes 256 B .. 64 KiB.
-// items_per_second counts both operations, so ns/op = 1e9 / items_per_second.
+// Churn: each iteration is one allocate + one free of a random live block, with
+// the number of live blocks held constant (1k, 10k, 100k); sizes uniform in
+// 256 B .. 64 KiB or log-uniform in 256 B .. 64 MiB. items_per_second counts
+// both operations, so ns/op = 1e9 / items_per_second. Trace: the transformer
+// training trace (vgpu memory generate's) replayed through the allocator, one
+// item per event, with its fit (the highest block end over the peak requested)
+// and, in a pool 0.5% above the peak, its failures as counters.
+//
+// Allocators: TlsfArena (ours), BinnedOffsetAllocator (our model of
+// OffsetAllocator's design), BestFitFreeList (our model of RMM's pool design),
+// and the whole GPUMemoryManager.
 #include "best_fit_free_list.hpp"
+#include "binned_offset_allocator.hpp"
 
+#include <apt/vgpu/memory/allocation_trace.hpp>
 #include <apt/vgpu/memory/gpu_memory_manager.hpp>
 #include <apt/vgpu/memory/tlsf_arena.hpp>
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 namespace {
 
 using apt::vgpu::bench::BestFitFreeList;
+using apt::vgpu::bench::BinnedOffsetAllocator;
 using apt::vgpu::memory::TlsfArena;
 
-constexpr std::uint64_t kCapacity = 64ULL << 30U;  // 64 GiB of offsets: never the limit here
+constexpr std::uint64_t kCapacity = 64ULL << 30U;  // 64 GiB of offsets: never the limit for uniform sizes
+// Log-uniform sizes average ~5 MiB: 100k live blocks need ~540 GB. Just under 2^32 granules of 256 B,
+// so 32-bit offsets (the offset allocator's) still hold it.
+constexpr std::uint64_t kLogCapacity = (1ULL << 40U) - (1ULL << 20U);
+constexpr std::uint32_t kMaxBlocks = 1U << 20U;  // the offset allocator's fixed node array
 
-std::vector<std::uint64_t> random_sizes(std::size_t n, std::uint64_t seed) {
+enum Distribution : std::int64_t { kUniform = 0, kLogUniform = 1 };
+
+// Sizes uniform in 256 B .. 64 KiB, or log-uniform in 256 B .. 64 MiB (many small, some huge).
+std::vector<std::uint64_t> random_sizes(std::size_t n, std::uint64_t seed, std::int64_t distribution = kUniform) {
   std::mt19937_64 rng(seed);
   std::vector<std::uint64_t> sizes(n);
-  for (auto& s : sizes) s = 256 + rng() % (64 * 1024);
+  std::uniform_real_distribution<double> exponent(8.0, 26.0);
+  for (auto& s : sizes) {
+    s = distribution == kUniform ? 256 + rng() % (64 * 1024) : static_cast<std::uint64_t>(std::exp2(exponent(rng)));
+  }
   return sizes;
 }
+
+std::uint64_t capacity_for(std::int64_t distribution) { return distribution == kUniform ? kCapacity : kLogCapacity; }
 
 // Random indices into the live set, precomputed so the loop measures only the allocator.
 std::vector<std::uint32_t> random_victims(std::size_t n, std::size_t live, std::uint64_t seed) {
@@ -40,13 +66,14 @@ std::vector<std::uint32_t> random_victims(std::size_t n, std::size_t live, std::
 // Fills `allocator` with `live` blocks, then frees a random half and refills
 // it, so the free space is fragmented like a pool in use.
 template <class Allocator>
-auto fragmented_blocks(Allocator& allocator, std::size_t live) {
+auto fragmented_blocks(Allocator& allocator, std::size_t live, std::int64_t distribution = kUniform) {
   std::vector<std::remove_cvref_t<decltype(*allocator.allocate(1))>> blocks;
-  for (std::uint64_t s : random_sizes(live, 1)) blocks.push_back(*allocator.allocate(s));
+  for (std::uint64_t s : random_sizes(live, 1, distribution)) blocks.push_back(*allocator.allocate(s));
   const auto victims = random_victims(live, live, 2);
+  const auto refill = random_sizes(live / 2, 5, distribution);
   for (std::size_t i = 0; i < live / 2; ++i) {
     allocator.free(blocks[victims[i]]);
-    blocks[victims[i]] = *allocator.allocate(256 + (victims[i] * 977) % 65536);
+    blocks[victims[i]] = *allocator.allocate(refill[i]);
   }
   return blocks;
 }
@@ -54,8 +81,9 @@ auto fragmented_blocks(Allocator& allocator, std::size_t live) {
 // The measured loop, the same for every allocator: free a random live block
 // and allocate a random size in its place.
 template <class Block, class Release, class Acquire>
-void churn(benchmark::State& state, std::vector<Block>& blocks, Release release, Acquire acquire) {
-  const auto sizes = random_sizes(1 << 16, 3);
+void churn(benchmark::State& state, std::vector<Block>& blocks, Release release, Acquire acquire,
+           std::int64_t distribution = kUniform) {
+  const auto sizes = random_sizes(1 << 16, 3, distribution);
   const auto which = random_victims(1 << 16, blocks.size(), 4);
   std::size_t i = 0;
   for (auto _ : state) {
@@ -68,10 +96,17 @@ void churn(benchmark::State& state, std::vector<Block>& blocks, Release release,
 }
 
 void BM_TlsfAllocFree(benchmark::State& state) {
-  TlsfArena arena(kCapacity);
-  auto blocks = fragmented_blocks(arena, static_cast<std::size_t>(state.range(0)));
+  TlsfArena arena(capacity_for(state.range(1)));
+  auto blocks = fragmented_blocks(arena, static_cast<std::size_t>(state.range(0)), state.range(1));
   churn(state, blocks, [&](TlsfArena::BlockId b) { arena.free(b); },
-        [&](std::uint64_t size) { return *arena.allocate(size); });
+        [&](std::uint64_t size) { return *arena.allocate(size); }, state.range(1));
+}
+
+void BM_BinnedOffsetAllocFree(benchmark::State& state) {
+  BinnedOffsetAllocator allocator(capacity_for(state.range(1)), kMaxBlocks);
+  auto blocks = fragmented_blocks(allocator, static_cast<std::size_t>(state.range(0)), state.range(1));
+  churn(state, blocks, [&](BinnedOffsetAllocator::Block b) { allocator.free(b); },
+        [&](std::uint64_t size) { return *allocator.allocate(size); }, state.range(1));
 }
 
 void BM_BestFitFreeListAllocFree(benchmark::State& state) {
@@ -80,6 +115,80 @@ void BM_BestFitFreeListAllocFree(benchmark::State& state) {
   churn(state, blocks, [&](const BestFitFreeList::Block& b) { list.free(b); },
         [&](std::uint64_t size) { return *list.allocate(size); });
   state.counters["free_blocks"] = static_cast<double>(list.free_blocks());
+}
+
+// The training trace, with ids made dense so the replay's own bookkeeping is a vector lookup.
+struct DenseTrace {
+  std::vector<apt::vgpu::memory::TraceEvent> events;
+  std::size_t ids = 0;
+  std::uint64_t peak = 0;
+};
+
+const DenseTrace& training_trace() {
+  static const DenseTrace trace = [] {
+    DenseTrace t;
+    t.events = apt::vgpu::memory::generate_transformer_trace({});
+    std::unordered_map<std::uint64_t, std::uint64_t> dense;
+    for (auto& e : t.events) {
+      auto [it, inserted] = dense.try_emplace(e.id, dense.size());
+      e.id = it->second;
+    }
+    t.ids = dense.size();
+    t.peak = apt::vgpu::memory::peak_live_bytes(t.events);
+    return t;
+  }();
+  return trace;
+}
+
+// Replays the trace through `allocator` once; returns the failures and raises `high_water` to the
+// highest block end placed.
+template <class Allocator>
+std::uint64_t replay(Allocator& allocator, const DenseTrace& trace, std::uint64_t& high_water) {
+  using Block = std::remove_cvref_t<decltype(*allocator.allocate(1))>;
+  std::vector<std::optional<Block>> live(trace.ids);
+  std::uint64_t failures = 0;
+  for (const auto& e : trace.events) {
+    if (e.kind == apt::vgpu::memory::TraceEvent::Kind::allocate) {
+      live[e.id] = allocator.allocate(e.size);
+      if (!live[e.id]) {
+        ++failures;
+        continue;
+      }
+      high_water = std::max(high_water, allocator.offset(*live[e.id]) + allocator.size(*live[e.id]));
+    } else if (live[e.id]) {
+      allocator.free(*live[e.id]);
+      live[e.id].reset();
+    }
+  }
+  for (auto& b : live) {
+    if (b) allocator.free(*b);
+  }
+  return failures;
+}
+
+template <class Allocator, class Make>
+void trace_benchmark(benchmark::State& state, Make make) {
+  const DenseTrace& trace = training_trace();
+  std::uint64_t high_water = 0;
+  {
+    Allocator allocator = make(80'000'000'000ULL);
+    for (auto _ : state) (void)replay(allocator, trace, high_water);  // every replay ends with all freed
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * trace.events.size()));
+  state.counters["peak_address_over_peak_requested"] = static_cast<double>(high_water) / static_cast<double>(trace.peak);
+  Allocator tight = make(trace.peak + trace.peak / 200);  // 0.5% above the peak
+  std::uint64_t ignored = 0;
+  state.counters["failures_at_1.005x"] = static_cast<double>(replay(tight, trace, ignored));
+}
+
+void BM_TlsfTrainingTrace(benchmark::State& state) {
+  trace_benchmark<TlsfArena>(state, [](std::uint64_t capacity) { return TlsfArena(capacity); });
+}
+
+void BM_BinnedOffsetTrainingTrace(benchmark::State& state) {
+  trace_benchmark<BinnedOffsetAllocator>(state, [](std::uint64_t capacity) {
+    return BinnedOffsetAllocator(capacity, kMaxBlocks);
+  });
 }
 
 // The whole manager (handles, tenants, chunk accounting, mutex) over the none backing.
@@ -97,8 +206,11 @@ void BM_ManagerAllocFree(benchmark::State& state) {
         [&](std::uint64_t size) { return manager.allocate(size); });
 }
 
-BENCHMARK(BM_TlsfAllocFree)->Arg(1000)->Arg(10000)->Arg(100000);
+BENCHMARK(BM_TlsfAllocFree)->ArgsProduct({{1000, 10000, 100000}, {kUniform, kLogUniform}});
+BENCHMARK(BM_BinnedOffsetAllocFree)->ArgsProduct({{1000, 10000, 100000}, {kUniform, kLogUniform}});
 BENCHMARK(BM_BestFitFreeListAllocFree)->Arg(1000)->Arg(10000)->Arg(100000);
+BENCHMARK(BM_TlsfTrainingTrace);
+BENCHMARK(BM_BinnedOffsetTrainingTrace);
 BENCHMARK(BM_ManagerAllocFree)->Arg(1000)->Arg(10000)->Arg(100000);
 
 }  // namespace

@@ -36,6 +36,7 @@ class ChunkTable {
   struct Chunk {
     std::uint32_t refs = 0;   // live blocks on the chunk
     bool committed = false;   // backed by memory now
+    bool queued = false;      // in the empty queue (at most once)
     std::chrono::steady_clock::time_point empty_since{};
   };
 
@@ -69,6 +70,16 @@ class ChunkTable {
   std::vector<std::unique_ptr<Chunk[]>> pages_;
 };
 
+}  // namespace
+
+// The arena's granule: the pool's alignment, or the smallest power of two above it that keeps the pool
+// within the arena's 2^32 granules (a pool over 1 TiB at 256 B; a 40 TB pool gets 16 KiB granules).
+namespace {
+std::uint64_t arena_granule(const MemoryManagerOptions& o) {
+  std::uint64_t granule = o.alignment;
+  while (granule != 0 && std::has_single_bit(granule) && o.pool_size / granule > UINT32_MAX) granule <<= 1U;
+  return granule;
+}
 }  // namespace
 
 struct GPUMemoryManager::Impl {
@@ -124,8 +135,31 @@ struct GPUMemoryManager::Impl {
   std::uint64_t last_compaction_moved = 0;
   MemoryStats stats;
 
+  // The clock, read at most once per operation (a free that empties chunks and checks whether idle
+  // ones are due once read it for every chunk and again for the check: a quarter of the manager's
+  // own time).
+  std::optional<Clock::time_point> operation_clock;
+  Clock::time_point now() {
+    if (!operation_clock) operation_clock = Clock::now();
+    return *operation_clock;
+  }
+  // Every public operation starts here: the lock, and a fresh clock.
+  [[nodiscard]] std::unique_lock<std::mutex> operation() {
+    std::unique_lock lock(mutex);
+    operation_clock.reset();
+    return lock;
+  }
+  // Queues chunk `c`, just emptied, for release once idle (each chunk at most once: a chunk emptied
+  // again while queued keeps its place with the later time).
+  void queue_empty(std::uint64_t c, ChunkTable::Chunk& state) {
+    state.empty_since = now();
+    if (state.queued) return;
+    state.queued = true;
+    empty_queue.push_back(c);
+  }
+
   Impl(const MemoryManagerOptions& o, std::unique_ptr<Backing> b)
-      : options(o), backing(std::move(b)), arena(o.pool_size, o.alignment) {
+      : options(o), backing(std::move(b)), arena(o.pool_size, arena_granule(o)) {
     chunk = backing->chunk_size();
     chunk_shift = std::countr_zero(chunk);
     const std::uint64_t n = (arena.capacity() + chunk - 1) >> chunk_shift;
@@ -214,12 +248,8 @@ struct GPUMemoryManager::Impl {
       }
       if (run != 0) commit_run(run_start, run);
     } catch (...) {
-      const auto now = Clock::now();
       for (const auto& [start, count] : done) {
-        for (std::uint64_t c = start; c < start + count; ++c) {
-          chunks.at(c).empty_since = now;
-          empty_queue.push_back(c);
-        }
+        for (std::uint64_t c = start; c < start + count; ++c) queue_empty(c, chunks.at(c));
       }
       throw;
     }
@@ -231,29 +261,33 @@ struct GPUMemoryManager::Impl {
     const std::uint64_t last = (offset + size - 1) >> chunk_shift;
     for (std::uint64_t c = first; c <= last; ++c) {
       ChunkTable::Chunk& state = chunks.at(c);
-      if (--state.refs == 0) {
-        state.empty_since = Clock::now();
-        empty_queue.push_back(c);
-      }
+      if (--state.refs == 0) queue_empty(c, state);
     }
   }
   std::uint64_t collect(std::chrono::milliseconds idle) {
-    const auto now = Clock::now();
-    last_gc = now;
+    const auto at = now();
+    last_gc = at;
     if (!options.lazy) {
+      for (std::uint64_t c : empty_queue) chunks.at(c).queued = false;
       empty_queue.clear();
       return 0;
     }
     std::uint64_t released = 0;
-    while (!empty_queue.empty()) {
+    // Each entry once: a chunk emptied again while queued sits ahead of older ones with a later time;
+    // not yet idle, it goes to the back instead of holding up the rest.
+    for (std::size_t left = empty_queue.size(); left > 0 && !empty_queue.empty(); --left) {
       const std::uint64_t c = empty_queue.front();
+      empty_queue.pop_front();
       ChunkTable::Chunk& state = chunks.at(c);
-      if (state.refs != 0 || !state.committed) {  // reused or already released: stale entry
-        empty_queue.pop_front();
+      if (state.refs != 0 || !state.committed) {  // reused or already released
+        state.queued = false;
         continue;
       }
-      if (now - state.empty_since < idle) break;  // the queue is in time order
-      empty_queue.pop_front();
+      if (at - state.empty_since < idle) {
+        empty_queue.push_back(c);
+        continue;
+      }
+      state.queued = false;
       backing->decommit(c << chunk_shift, chunk);
       state.committed = false;
       --committed_chunks;
@@ -272,7 +306,7 @@ struct GPUMemoryManager::Impl {
 
   // ---- compaction ----
   [[nodiscard]] bool movable(BlockId b) const {
-    const Slot& slot = slots[block_owner[b]];
+    const Slot& slot = slots[block_owner[TlsfArena::index_of(b)]];
     return !slot.pinned_forever && slot.pins == 0;
   }
   std::uint64_t compact_locked() {
@@ -284,7 +318,7 @@ struct GPUMemoryManager::Impl {
       const std::uint64_t to = arena.offset(arena.prev_block(b));
       // A block keeps the alignment it was allocated with: it slides only to an offset that has it
       // (sliding a 2 MiB-aligned block down to offset 256 once broke it).
-      if (to % slots[block_owner[b]].alignment != 0) continue;
+      if (to % slots[block_owner[TlsfArena::index_of(b)]].alignment != 0) continue;
       place(to, size);  // the destination's chunks may have been released while empty
       try {
         backing->move(to, from, size);
@@ -347,13 +381,14 @@ struct GPUMemoryManager::Impl {
   void attach(std::uint32_t s, BlockId b) {
     Slot& slot = slots[s];
     try {
-      if (block_owner.size() <= b) block_owner.resize(static_cast<std::size_t>(b) * 2 + 16, kNoSlot);
+      const std::uint32_t index = TlsfArena::index_of(b);
+      if (block_owner.size() <= index) block_owner.resize(static_cast<std::size_t>(index) * 2 + 16, kNoSlot);
       place(arena.offset(b), slot.size);
     } catch (...) {
       arena.free(b);
       throw;
     }
-    block_owner[b] = s;
+    block_owner[TlsfArena::index_of(b)] = s;
     slot.block = b;
     if (evictable_now(slot)) lru_push_front(s);
   }
@@ -376,7 +411,7 @@ struct GPUMemoryManager::Impl {
         lru_remove(s);
         unplace(arena.offset(*b), slot.size);
         arena.free(*b);
-        block_owner[*b] = kNoSlot;
+        block_owner[TlsfArena::index_of(*b)] = kNoSlot;
         slot.block = TlsfArena::kNoBlock;
         throw;
       }
@@ -457,7 +492,7 @@ MemoryBlock GPUMemoryManager::allocate(std::uint64_t size, const AllocationOptio
   if (options.alignment != 0 && !std::has_single_bit(options.alignment)) {
     throw InvalidArgument(fmt::format("alignment: {} is not a power of two; use e.g. 256 or 2MiB", options.alignment));
   }
-  std::lock_guard lock(m.mutex);
+  auto lock = m.operation();
   const std::uint64_t granule = m.arena.granule();
   const std::uint64_t alignment = std::max(options.alignment, granule);
   const std::uint64_t rounded = (size + granule - 1) / granule * granule;
@@ -529,7 +564,7 @@ MemoryBlock GPUMemoryManager::allocate(std::uint64_t size, const AllocationOptio
 
 void GPUMemoryManager::free(MemoryBlock block) {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mutex);
+  auto lock = m.operation();
   Impl::Slot& slot = m.checked(block);
   if (slot.pins != 0) {
     throw InvalidArgument("block: cannot free a block while a PinnedBlock holds it; destroy the pin first");
@@ -538,7 +573,7 @@ void GPUMemoryManager::free(MemoryBlock block) {
   if (slot.block != TlsfArena::kNoBlock) {
     m.unplace(m.arena.offset(slot.block), slot.size);
     m.arena.free(slot.block);
-    m.block_owner[slot.block] = kNoSlot;
+    m.block_owner[TlsfArena::index_of(slot.block)] = kNoSlot;
   } else {
     m.spilled -= slot.size;
   }
@@ -568,12 +603,12 @@ void GPUMemoryManager::free(MemoryBlock block) {
     }
   }
   // Release chunks that have idled long enough.
-  if (!m.empty_queue.empty() && Clock::now() - m.last_gc >= m.options.gc_idle) m.collect(m.options.gc_idle);
+  if (!m.empty_queue.empty() && m.now() - m.last_gc >= m.options.gc_idle) m.collect(m.options.gc_idle);
 }
 
 std::uintptr_t GPUMemoryManager::address(MemoryBlock block) {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mutex);
+  auto lock = m.operation();
   Impl::Slot& slot = m.checked(block);
   if (slot.block == TlsfArena::kNoBlock) m.restore(block.slot);
   m.touch(block.slot);
@@ -581,18 +616,18 @@ std::uintptr_t GPUMemoryManager::address(MemoryBlock block) {
 }
 
 std::uint64_t GPUMemoryManager::size(MemoryBlock block) const {
-  std::lock_guard lock(impl_->mutex);
+  auto lock = impl_->operation();
   return impl_->checked(block).size;
 }
 
 bool GPUMemoryManager::resident(MemoryBlock block) const {
-  std::lock_guard lock(impl_->mutex);
+  auto lock = impl_->operation();
   return impl_->checked(block).block != TlsfArena::kNoBlock;
 }
 
 PinnedBlock GPUMemoryManager::pin(MemoryBlock block) {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mutex);
+  auto lock = m.operation();
   Impl::Slot& slot = m.checked(block);
   if (slot.block == TlsfArena::kNoBlock) m.restore(block.slot);
   Impl::Slot& restored = m.slots[block.slot];
@@ -603,7 +638,7 @@ PinnedBlock GPUMemoryManager::pin(MemoryBlock block) {
 
 void GPUMemoryManager::unpin(MemoryBlock block) noexcept {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mutex);
+  auto lock = m.operation();
   if (block.slot >= m.slots.size()) return;
   Impl::Slot& slot = m.slots[block.slot];
   if (!slot.live || slot.generation != block.generation || slot.pins == 0) return;
@@ -611,30 +646,30 @@ void GPUMemoryManager::unpin(MemoryBlock block) noexcept {
 }
 
 void GPUMemoryManager::set_quota(const std::string& tenant, std::uint64_t bytes) {
-  std::lock_guard lock(impl_->mutex);
+  auto lock = impl_->operation();
   impl_->tenants[impl_->tenant_of(tenant)].quota = bytes;
 }
 
 std::optional<std::uint64_t> GPUMemoryManager::quota(const std::string& tenant) const {
-  std::lock_guard lock(impl_->mutex);
+  auto lock = impl_->operation();
   auto it = impl_->tenant_index.find(tenant);
   if (it == impl_->tenant_index.end() || impl_->tenants[it->second].quota == 0) return std::nullopt;
   return impl_->tenants[it->second].quota;
 }
 
 std::uint64_t GPUMemoryManager::tenant_usage(const std::string& tenant) const {
-  std::lock_guard lock(impl_->mutex);
+  auto lock = impl_->operation();
   auto it = impl_->tenant_index.find(tenant);
   return it == impl_->tenant_index.end() ? 0 : impl_->tenants[it->second].usage;
 }
 
 std::uint64_t GPUMemoryManager::compact() {
-  std::lock_guard lock(impl_->mutex);
+  auto lock = impl_->operation();
   return impl_->compact_locked();
 }
 
 std::uint64_t GPUMemoryManager::collect_garbage(std::optional<std::chrono::milliseconds> idle) {
-  std::lock_guard lock(impl_->mutex);
+  auto lock = impl_->operation();
   return impl_->collect(idle.value_or(impl_->options.gc_idle));
 }
 
@@ -675,7 +710,7 @@ void GPUMemoryManager::check_invariants() const {
       if (slot.in_lru) throw std::logic_error("a spilled block is in the LRU list");
       continue;
     }
-    if (m.block_owner[slot.block] != s) throw std::logic_error("block owner map disagrees with a slot");
+    if (m.block_owner[TlsfArena::index_of(slot.block)] != s) throw std::logic_error("block owner map disagrees with a slot");
     if (m.arena.size(slot.block) != slot.size) throw std::logic_error("slot size disagrees with its arena block");
     resident += slot.size;
     if (slot.in_lru != m.evictable_now(slot)) throw std::logic_error("LRU membership is wrong for a block");

@@ -12,154 +12,165 @@ TlsfArena::TlsfArena(std::uint64_t capacity, std::uint64_t granule)
   if (granule == 0 || !std::has_single_bit(granule)) {
     throw InvalidArgument(fmt::format("alignment: {} is not a power of two; use e.g. 256", granule));
   }
-  granule_shift_ = std::countr_zero(granule);
+  granule_shift_ = static_cast<unsigned>(std::countr_zero(granule));
   capacity_ = capacity / granule * granule;
   if (capacity_ == 0) {
     throw InvalidArgument(fmt::format("pool_size: {} bytes is smaller than one {}-byte granule", capacity, granule));
   }
-  for (auto& row : heads_) row.fill(kNoBlock);
+  if ((capacity_ >> granule_shift_) > UINT32_MAX) {
+    throw InvalidArgument(fmt::format("pool_size: {} bytes is {} granules of {} B; at most 2^32 - 1 are addressable: "
+                                      "use a larger alignment (granule) or a smaller pool",
+                                      capacity, capacity_ >> granule_shift_, granule));
+  }
+  for (auto& row : heads_) row.fill(kNone);
   nodes_.reserve(1024);
-  const BlockId whole = new_node();
+  const Index whole = new_node();
   nodes_[whole].offset = 0;
-  nodes_[whole].size = capacity_;
+  nodes_[whole].size = static_cast<std::uint32_t>(capacity_ >> granule_shift_);
   first_ = whole;
   insert_free(whole);
 }
 
-std::uint64_t TlsfArena::round_up(std::uint64_t bytes) const {
-  return (bytes + granule_ - 1) & ~(granule_ - 1);
+// The helpers below are on every allocate/free path; inlined, the compiler keeps node fields in
+// registers across them (measured: GCC 12 left them as calls, a quarter of the time at 100k blocks).
+// Size class of a size in granule units: sizes below kSlCount map linearly into fl 0; above, fl is
+// the power of two and sl the next kSlLog2 bits. Branch-free: with uniform sizes of 1-256 granules an
+// eighth fall below 32, and the branch this replaces mispredicted on them three times per allocation.
+[[gnu::always_inline]] inline void TlsfArena::mapping(std::uint64_t units, std::size_t& fl, std::size_t& sl) {
+  const auto msb = static_cast<std::size_t>(63 - std::countl_zero(units | (kSlCount - 1)));  // >= kSlLog2 - 1
+  fl = msb - (kSlLog2 - 1);
+  const std::size_t shift = fl - (fl != 0 ? 1 : 0);
+  sl = static_cast<std::size_t>(units >> shift) & (kSlCount - 1);
 }
 
-// Size class of a size in granule units: sizes below kSlCount map linearly into
-// fl 0; above, fl is the power of two and sl the next kSlLog2 bits.
-void TlsfArena::mapping(std::uint64_t units, std::size_t& fl, std::size_t& sl) {
-  if (units < kSlCount) {
-    fl = 0;
-    sl = static_cast<std::size_t>(units);
-    return;
-  }
-  const auto msb = static_cast<std::size_t>(63 - std::countl_zero(units));  // >= kSlLog2 here
-  fl = msb - kSlLog2 + 1;
-  sl = static_cast<std::size_t>((units >> (msb - kSlLog2)) ^ (1ULL << kSlLog2));
-}
-
-TlsfArena::BlockId TlsfArena::new_node() {
+[[gnu::always_inline]] inline TlsfArena::Index TlsfArena::new_node() {
   if (!spare_nodes_.empty()) {
-    const BlockId id = spare_nodes_.back();
+    // Not reset: every caller sets all six fields (split, the constructor via emplace_back).
+    const Index id = spare_nodes_.back();
     spare_nodes_.pop_back();
-    nodes_[id] = Node{};
     return id;
   }
+  if (nodes_.size() >= kSpare) throw std::length_error("TlsfArena: 2^32 - 3 blocks");
   nodes_.emplace_back();
-  return static_cast<BlockId>(nodes_.size() - 1);
+  return static_cast<Index>(nodes_.size() - 1);
 }
 
 // A recycled node is marked, so a stale id (a block freed twice, whose node a neighbour absorbed)
-// is told apart from a live block; nodes_[id] = Node{} in new_node() clears the mark.
-void TlsfArena::release_node(BlockId id) {
-  nodes_[id].spare = true;
-  nodes_[id].free = false;
+// is told apart from a live block; the mark stays until split() reuses the node.
+[[gnu::always_inline]] inline void TlsfArena::release_node(Index id) {
+  nodes_[id].next_free = kSpare;
   spare_nodes_.push_back(id);
 }
 
-void TlsfArena::insert_free(BlockId id) {
+[[gnu::always_inline]] inline void TlsfArena::insert_free(Index id) {
   Node& n = nodes_[id];
   std::size_t fl = 0;
   std::size_t sl = 0;
-  mapping(n.size >> granule_shift_, fl, sl);
-  n.free = true;
-  n.prev_free = kNoBlock;
-  n.next_free = heads_[fl][sl];
-  if (n.next_free != kNoBlock) nodes_[n.next_free].prev_free = id;
+  mapping(n.size, fl, sl);
+  const Index head = heads_[fl][sl];
+  n.prev_free = kNone;
+  n.next_free = head;
+  if (head != kNone) nodes_[head].prev_free = id;
   heads_[fl][sl] = id;
   fl_bitmap_ |= 1ULL << fl;
   sl_bitmap_[fl] |= 1U << sl;
 }
 
-void TlsfArena::remove_free(BlockId id) {
+[[gnu::always_inline]] inline void TlsfArena::remove_free(Index id) {
   Node& n = nodes_[id];
-  std::size_t fl = 0;
-  std::size_t sl = 0;
-  mapping(n.size >> granule_shift_, fl, sl);
-  if (n.prev_free != kNoBlock) nodes_[n.prev_free].next_free = n.next_free;
-  if (n.next_free != kNoBlock) nodes_[n.next_free].prev_free = n.prev_free;
-  if (heads_[fl][sl] == id) {
+  if (n.next_free != kNone) nodes_[n.next_free].prev_free = n.prev_free;
+  if (n.prev_free != kNone) {
+    nodes_[n.prev_free].next_free = n.next_free;
+  } else {
+    std::size_t fl = 0;
+    std::size_t sl = 0;
+    mapping(n.size, fl, sl);
     heads_[fl][sl] = n.next_free;
-    if (n.next_free == kNoBlock) {
+    if (n.next_free == kNone) {
       sl_bitmap_[fl] &= ~(1U << sl);
       if (sl_bitmap_[fl] == 0) fl_bitmap_ &= ~(1ULL << fl);
     }
   }
-  n.free = false;
-  n.prev_free = n.next_free = kNoBlock;
+  n.next_free = kAllocated;
+  n.prev_free = kNone;
 }
 
-void TlsfArena::split(BlockId id, std::uint64_t size) {
-  const std::uint64_t rest = nodes_[id].size - size;
+[[gnu::always_inline]] inline void TlsfArena::split(Index id, std::uint32_t size) {
+  const std::uint32_t rest = nodes_[id].size - size;
   if (rest == 0) return;
-  const BlockId tail = new_node();  // may reallocate nodes_: index, don't hold references
-  nodes_[tail].offset = nodes_[id].offset + size;
-  nodes_[tail].size = rest;
-  nodes_[tail].prev_phys = id;
-  nodes_[tail].next_phys = nodes_[id].next_phys;
-  if (nodes_[tail].next_phys != kNoBlock) nodes_[nodes_[tail].next_phys].prev_phys = tail;
-  nodes_[id].next_phys = tail;
-  nodes_[id].size = size;
-  // The tail's right neighbour may be free (when `id` was taken from the middle).
-  const BlockId after = nodes_[tail].next_phys;
-  if (after != kNoBlock && nodes_[after].free) {
-    remove_free(after);
-    nodes_[tail].size += nodes_[after].size;
-    nodes_[tail].next_phys = nodes_[after].next_phys;
-    if (nodes_[tail].next_phys != kNoBlock) nodes_[nodes_[tail].next_phys].prev_phys = tail;
-    release_node(after);
-  }
+  const Index tail = new_node();  // may reallocate nodes_: index, don't hold references
+  Node& t = nodes_[tail];
+  Node& n = nodes_[id];
+  t.offset = n.offset + size;
+  t.size = rest;
+  t.prev_phys = id;
+  t.next_phys = n.next_phys;
+  n.next_phys = tail;
+  n.size = size;
+  // No merge to the right: `id` is (the rest of) a whole free block, and a free block's right
+  // neighbour is always allocated (free blocks are coalesced at once).
+  if (t.next_phys != kNone) nodes_[t.next_phys].prev_phys = tail;
   insert_free(tail);
 }
 
-void TlsfArena::absorb_next(BlockId left) {
-  const BlockId right = nodes_[left].next_phys;
+[[gnu::always_inline]] inline void TlsfArena::absorb_next(Index left) {
+  const Index right = nodes_[left].next_phys;
   nodes_[left].size += nodes_[right].size;
   nodes_[left].next_phys = nodes_[right].next_phys;
-  if (nodes_[left].next_phys != kNoBlock) nodes_[nodes_[left].next_phys].prev_phys = left;
+  if (nodes_[left].next_phys != kNone) nodes_[nodes_[left].next_phys].prev_phys = left;
   release_node(right);
 }
 
-std::optional<TlsfArena::BlockId> TlsfArena::allocate(std::uint64_t size, std::uint64_t alignment) {
-  if (size == 0 || size > capacity_) return std::nullopt;
-  const std::uint64_t rounded = round_up(size);
-  const bool over_aligned = alignment > granule_;
-  const std::uint64_t search = over_aligned ? rounded + alignment - granule_ : rounded;
-  if (search > capacity_ || search < rounded) return std::nullopt;
-
-  // Round the search size up to the next class boundary so any block found fits.
-  std::uint64_t units = search >> granule_shift_;
-  if (units >= kSlCount) {
-    const auto msb = static_cast<std::size_t>(63 - std::countl_zero(units));
-    units += (1ULL << (msb - kSlLog2)) - 1;
+TlsfArena::BlockId TlsfArena::allocate_block(std::uint64_t size, std::uint64_t alignment) {
+  if (size == 0 || size > capacity_) [[unlikely]] {
+    return kNoBlock;
   }
+  const std::uint64_t units_wanted = (size + granule_ - 1) >> granule_shift_;
+  const bool over_aligned = alignment > granule_;
+  const std::uint64_t align_units = over_aligned ? alignment >> granule_shift_ : 1;
+  const std::uint64_t search = units_wanted + align_units - 1;
+  if (search > (capacity_ >> granule_shift_)) return kNoBlock;
+
+  // Round the search size up to the next class boundary so any block found fits (branch-free, as
+  // mapping(): below kSlCount granules every size is its own class).
+  const auto msb = static_cast<std::size_t>(63 - std::countl_zero(search | (kSlCount - 1)));
+  const std::size_t class_shift = msb - (kSlLog2 - 1) - (msb >= kSlLog2 ? 1 : 0);
+  const std::uint64_t units = search + (std::uint64_t{1} << class_shift) - 1;
   std::size_t fl = 0;
   std::size_t sl = 0;
   mapping(units, fl, sl);
-  BlockId id = kNoBlock;
-  std::uint32_t sl_map = fl < kFlCount ? sl_bitmap_[fl] & (~0U << sl) : 0;
+  Index id = kNone;
+  // Sizes are below 2^32 granules, so fl + 1 < kFlCount always.
+  std::uint32_t sl_map = sl_bitmap_[fl] & (~0U << sl);
   if (sl_map == 0) {
-    const std::uint64_t fl_map = fl + 1 < kFlCount ? fl_bitmap_ & (~0ULL << (fl + 1)) : 0;
+    const std::uint64_t fl_map = fl_bitmap_ & (~0ULL << (fl + 1));
     if (fl_map != 0) {
       fl = static_cast<std::size_t>(std::countr_zero(fl_map));
       sl_map = sl_bitmap_[fl];
     }
   }
-  if (sl_map != 0) {
-    id = heads_[fl][static_cast<std::size_t>(std::countr_zero(sl_map))];
+  if (sl_map != 0) [[likely]] {
+    // The head of a list whose class is known: unlinked here without mapping its size again.
+    sl = static_cast<std::size_t>(std::countr_zero(sl_map));
+    id = heads_[fl][sl];
+    Node& n = nodes_[id];
+    const Index next = n.next_free;
+    heads_[fl][sl] = next;
+    if (next != kNone) {
+      nodes_[next].prev_free = kNone;
+    } else {
+      sl_bitmap_[fl] &= ~(1U << sl);
+      if (sl_bitmap_[fl] == 0) fl_bitmap_ &= ~(1ULL << fl);
+    }
+    n.next_free = kAllocated;
   } else {
     // Near exhaustion: a block in the request's own class may still be large
     // enough although the class as a whole is not guaranteed to be. Scan it, so
     // allocation fails only when no free block fits.
     std::size_t own_fl = 0;
     std::size_t own_sl = 0;
-    mapping(search >> granule_shift_, own_fl, own_sl);
-    for (BlockId c = heads_[own_fl][own_sl]; c != kNoBlock; c = nodes_[c].next_free) {
+    mapping(search, own_fl, own_sl);
+    for (Index c = heads_[own_fl][own_sl]; c != kNone; c = nodes_[c].next_free) {
       if (nodes_[c].size >= search) {
         id = c;
         break;
@@ -167,33 +178,35 @@ std::optional<TlsfArena::BlockId> TlsfArena::allocate(std::uint64_t size, std::u
     }
     // An over-aligned request searched for size + alignment - granule, room for the worst
     // padding; a block whose own offset needs less padding may still fit it exactly.
-    if (id == kNoBlock && over_aligned) id = find_aligned_fit(rounded, alignment);
-    if (id == kNoBlock) return std::nullopt;
+    if (id == kNone && over_aligned) id = find_aligned_fit(units_wanted, align_units);
+    if (id == kNone) return kNoBlock;
+    remove_free(id);
   }
-  remove_free(id);
 
-  if (over_aligned) {
+  if (over_aligned) [[unlikely]] {
     const std::uint64_t offset = nodes_[id].offset;
-    const std::uint64_t padding = (alignment - offset % alignment) % alignment;
+    const auto padding = static_cast<std::uint32_t>((align_units - offset % align_units) % align_units);
     if (padding > 0) {
       // Keep the front padding as a free block and allocate from what follows it.
       split(id, padding);
-      const BlockId padded = nodes_[id].next_phys;
+      const Index padded = nodes_[id].next_phys;
       remove_free(padded);
       insert_free(id);
       id = padded;
     }
   }
-  split(id, rounded);
-  used_ += nodes_[id].size;
+  split(id, static_cast<std::uint32_t>(units_wanted));
+  used_ += std::uint64_t{nodes_[id].size} << granule_shift_;
   ++live_;
-  return id;
+  if (++stamp_ == 0) stamp_ = 1;  // 0 is never a live stamp
+  nodes_[id].prev_free = stamp_;
+  return (BlockId{stamp_} << 32U) | id;
 }
 
-TlsfArena::BlockId TlsfArena::find_aligned_fit(std::uint64_t rounded, std::uint64_t alignment) const {
+TlsfArena::Index TlsfArena::find_aligned_fit(std::uint64_t units, std::uint64_t alignment) const {
   std::size_t fl = 0;
   std::size_t sl = 0;
-  mapping(rounded >> granule_shift_, fl, sl);
+  mapping(units, fl, sl);
   for (std::size_t f = fl; f < kFlCount; ++f) {
     if (((fl_bitmap_ >> f) & 1U) == 0) continue;
     std::uint32_t map = sl_bitmap_[f];
@@ -201,28 +214,31 @@ TlsfArena::BlockId TlsfArena::find_aligned_fit(std::uint64_t rounded, std::uint6
     while (map != 0) {
       const auto s = static_cast<std::size_t>(std::countr_zero(map));
       map &= map - 1;
-      for (BlockId c = heads_[f][s]; c != kNoBlock; c = nodes_[c].next_free) {
+      for (Index c = heads_[f][s]; c != kNone; c = nodes_[c].next_free) {
         const std::uint64_t padding = (alignment - nodes_[c].offset % alignment) % alignment;
-        if (nodes_[c].size >= padding && nodes_[c].size - padding >= rounded) return c;
+        if (nodes_[c].size >= padding && nodes_[c].size - padding >= units) return c;
       }
     }
   }
-  return kNoBlock;
+  return kNone;
 }
 
-void TlsfArena::free(BlockId id) {
-  if (id >= nodes_.size() || nodes_[id].free || nodes_[id].spare) {
-    throw std::logic_error(fmt::format("TlsfArena::free: block {} is not allocated (freed twice, or never allocated)", id));
+void TlsfArena::free(BlockId block) {
+  Index id = index_of(block);
+  if (id >= nodes_.size() || nodes_[id].next_free != kAllocated || nodes_[id].prev_free != (block >> 32U)) [[unlikely]] {
+    throw std::logic_error(fmt::format("TlsfArena::free: block {} (node {}) is not allocated (freed twice, or never "
+                                       "allocated)", block, id));
   }
-  used_ -= nodes_[id].size;
+  nodes_[id].prev_free = kNone;
+  used_ -= std::uint64_t{nodes_[id].size} << granule_shift_;
   --live_;
-  const BlockId next = nodes_[id].next_phys;
-  if (next != kNoBlock && nodes_[next].free) {
+  const Index next = nodes_[id].next_phys;
+  if (next != kNone && is_free_node(nodes_[next])) {
     remove_free(next);
     absorb_next(id);
   }
-  const BlockId prev = nodes_[id].prev_phys;
-  if (prev != kNoBlock && nodes_[prev].free) {
+  const Index prev = nodes_[id].prev_phys;
+  if (prev != kNone && is_free_node(nodes_[prev])) {
     remove_free(prev);
     absorb_next(prev);
     id = prev;
@@ -235,10 +251,10 @@ std::uint64_t TlsfArena::largest_free() const {
   const auto fl = static_cast<std::size_t>(63 - std::countl_zero(fl_bitmap_));
   const auto sl = static_cast<std::size_t>(31 - std::countl_zero(sl_bitmap_[fl]));
   std::uint64_t best = 0;
-  for (BlockId id = heads_[fl][sl]; id != kNoBlock; id = nodes_[id].next_free) {
+  for (Index id = heads_[fl][sl]; id != kNone; id = nodes_[id].next_free) {
     if (nodes_[id].size > best) best = nodes_[id].size;
   }
-  return best;
+  return best << granule_shift_;
 }
 
 double TlsfArena::fragmentation() const {
@@ -247,18 +263,20 @@ double TlsfArena::fragmentation() const {
   return 1.0 - static_cast<double>(largest_free()) / static_cast<double>(free_total);
 }
 
-bool TlsfArena::can_slide_down(BlockId id) const {
-  if (id >= nodes_.size() || nodes_[id].free) return false;
-  const BlockId prev = nodes_[id].prev_phys;
-  return prev != kNoBlock && nodes_[prev].free;
+bool TlsfArena::can_slide_down(BlockId block) const {
+  const Index id = index_of(block);
+  if (id >= nodes_.size() || nodes_[id].next_free != kAllocated) return false;
+  const Index prev = nodes_[id].prev_phys;
+  return prev != kNone && is_free_node(nodes_[prev]);
 }
 
-void TlsfArena::slide_down(BlockId id) {
-  if (!can_slide_down(id)) throw std::logic_error("TlsfArena::slide_down: no free block below");
-  const BlockId gap = nodes_[id].prev_phys;
+void TlsfArena::slide_down(BlockId block) {
+  const Index id = index_of(block);
+  if (!can_slide_down(block)) throw std::logic_error("TlsfArena::slide_down: no free block below");
+  const Index gap = nodes_[id].prev_phys;
   remove_free(gap);
-  const BlockId before = nodes_[gap].prev_phys;  // allocated (free blocks never touch) or none
-  const BlockId after = nodes_[id].next_phys;
+  const Index before = nodes_[gap].prev_phys;  // allocated (free blocks never touch) or none
+  const Index after = nodes_[id].next_phys;
   // Physical order before ... gap, id, after ...  becomes  ... id, gap, after ...
   nodes_[id].offset = nodes_[gap].offset;
   nodes_[gap].offset = nodes_[id].offset + nodes_[id].size;
@@ -266,9 +284,9 @@ void TlsfArena::slide_down(BlockId id) {
   nodes_[id].next_phys = gap;
   nodes_[gap].prev_phys = id;
   nodes_[gap].next_phys = after;
-  if (before != kNoBlock) nodes_[before].next_phys = id; else first_ = id;
-  if (after != kNoBlock) nodes_[after].prev_phys = gap;
-  if (after != kNoBlock && nodes_[after].free) {
+  if (before != kNone) nodes_[before].next_phys = id; else first_ = id;
+  if (after != kNone) nodes_[after].prev_phys = gap;
+  if (after != kNone && is_free_node(nodes_[after])) {
     remove_free(after);
     absorb_next(gap);
   }
@@ -280,25 +298,29 @@ void TlsfArena::check_invariants() const {
   std::uint64_t used = 0;
   std::uint32_t live = 0;
   std::uint64_t free_in_lists = 0;
-  BlockId prev = kNoBlock;
+  Index prev = kNone;
   bool prev_free = false;
-  for (BlockId id = first_; id != kNoBlock; id = nodes_[id].next_phys) {
+  for (Index id = first_; id != kNone; id = nodes_[id].next_phys) {
     const Node& n = nodes_[id];
     if (n.prev_phys != prev) throw std::logic_error(fmt::format("block {}: prev_phys is {}, expected {}", id, n.prev_phys, prev));
-    if (n.offset != expected_offset) {
-      throw std::logic_error(fmt::format("block {}: offset {} but the previous block ends at {}", id, n.offset, expected_offset));
+    const std::uint64_t offset = std::uint64_t{n.offset} << granule_shift_;
+    const std::uint64_t size = std::uint64_t{n.size} << granule_shift_;
+    const bool free = is_free_node(n);
+    if (n.next_free == kSpare) throw std::logic_error(fmt::format("block {}: a recycled node is linked in", id));
+    if (offset != expected_offset) {
+      throw std::logic_error(fmt::format("block {}: offset {} but the previous block ends at {}", id, offset, expected_offset));
     }
-    if (n.size == 0 || n.size % granule_ != 0) throw std::logic_error(fmt::format("block {}: bad size {}", id, n.size));
-    if (n.free && prev_free) throw std::logic_error(fmt::format("blocks {} and {}: adjacent free blocks not coalesced", prev, id));
-    if (n.free) {
-      free_in_lists += n.size;
+    if (n.size == 0) throw std::logic_error(fmt::format("block {}: size 0", id));
+    if (free && prev_free) throw std::logic_error(fmt::format("blocks {} and {}: adjacent free blocks not coalesced", prev, id));
+    if (free) {
+      free_in_lists += size;
     } else {
-      used += n.size;
+      used += size;
       ++live;
     }
-    expected_offset += n.size;
+    expected_offset += size;
     prev = id;
-    prev_free = n.free;
+    prev_free = free;
   }
   if (expected_offset != capacity_) {
     throw std::logic_error(fmt::format("blocks cover {} bytes of {}", expected_offset, capacity_));
@@ -308,13 +330,13 @@ void TlsfArena::check_invariants() const {
   for (std::size_t fl = 0; fl < kFlCount; ++fl) {
     for (std::size_t sl = 0; sl < kSlCount; ++sl) {
       const bool bit = (sl_bitmap_[fl] >> sl & 1U) != 0;
-      if (bit != (heads_[fl][sl] != kNoBlock)) throw std::logic_error("second-level bitmap disagrees with a list");
-      for (BlockId id = heads_[fl][sl]; id != kNoBlock; id = nodes_[id].next_free) {
+      if (bit != (heads_[fl][sl] != kNone)) throw std::logic_error("second-level bitmap disagrees with a list");
+      for (Index id = heads_[fl][sl]; id != kNone; id = nodes_[id].next_free) {
         std::size_t f = 0;
         std::size_t s = 0;
-        mapping(nodes_[id].size >> granule_shift_, f, s);
-        if (f != fl || s != sl || !nodes_[id].free) throw std::logic_error("a free block is in the wrong list");
-        listed += nodes_[id].size;
+        mapping(nodes_[id].size, f, s);
+        if (f != fl || s != sl || !is_free_node(nodes_[id])) throw std::logic_error("a free block is in the wrong list");
+        listed += std::uint64_t{nodes_[id].size} << granule_shift_;
       }
     }
     if (((fl_bitmap_ >> fl & 1ULL) != 0) != (sl_bitmap_[fl] != 0)) throw std::logic_error("first-level bitmap is wrong");

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <vector>
+
 #include <map>
 #include <random>
 
@@ -69,6 +72,31 @@ TEST(TlsfArena, ADoubleFreeIsAClearErrorEvenAfterItsNodeWasRecycled) {
   a.free(*y);  // y's node is absorbed into x's free block and recycled
   EXPECT_THROW(a.free(*y), std::logic_error) << "once crashed in absorb_next";
   EXPECT_THROW(a.free(*x), std::logic_error);
+  a.check_invariants();
+  EXPECT_EQ(a.used_bytes(), 0U);
+}
+
+TEST(TlsfArena, AStaleIdNeverFreesTheBlockThatReusedItsNode) {
+  TlsfArena a(1 << 20, 256);
+  const auto x = a.allocate(256);
+  const auto y = a.allocate(256);
+  const auto z = a.allocate(256);  // keeps y's right neighbour allocated
+  ASSERT_TRUE(x && y && z);
+  a.free(*x);
+  a.free(*y);  // y's node is recycled
+  // New allocations reuse the recycled nodes; one of them is y's.
+  std::vector<TlsfArena::BlockId> again;
+  for (int i = 0; i < 4; ++i) again.push_back(*a.allocate(256));
+  const bool reused = std::any_of(again.begin(), again.end(), [&](TlsfArena::BlockId b) {
+    return TlsfArena::index_of(b) == TlsfArena::index_of(*y);
+  });
+  ASSERT_TRUE(reused) << "the test needs y's node to be live again";
+  const std::uint64_t used = a.used_bytes();
+  EXPECT_THROW(a.free(*y), std::logic_error) << "y's stamp is old: its node belongs to another allocation now";
+  EXPECT_THROW(a.free(*x), std::logic_error);
+  EXPECT_EQ(a.used_bytes(), used) << "nothing was freed";
+  for (auto b : again) a.free(b);
+  a.free(*z);
   a.check_invariants();
   EXPECT_EQ(a.used_bytes(), 0U);
 }

@@ -17,6 +17,11 @@
 // slide_down(), which compaction uses to move a block into the free space
 // just below it.
 //
+// Speed: a block's node is 24 bytes (offsets and sizes in granules, 32-bit
+// links; whether it is free, allocated or recycled is told by its free-list
+// link), so at most 2^32 - 1 granules (1 TiB at 256 B) are addressable; the
+// common path touches only the nodes it must relink.
+//
 // Thread safety: none; the owner serialises access (GPUMemoryManager holds a mutex).
 #pragma once
 
@@ -30,22 +35,36 @@ namespace apt::vgpu::memory {
 
 class TlsfArena {
  public:
-  using BlockId = std::uint32_t;
-  static constexpr BlockId kNoBlock = UINT32_MAX;
+  // A block: its node's index (index_of()) and, for an allocated block, the stamp of the allocation
+  // that made it, so freeing a stale id is caught even after its node was reused.
+  using BlockId = std::uint64_t;
+  static constexpr BlockId kNoBlock = UINT64_MAX;
+  // The dense node index of a block (< the number of nodes ever made), for side tables.
+  [[nodiscard]] static constexpr std::uint32_t index_of(BlockId block) noexcept { return static_cast<std::uint32_t>(block); }
 
-  // Throws InvalidArgument when the granule is not a power of two or the
-  // capacity is smaller than one granule.
+  // Throws InvalidArgument when the granule is not a power of two, the
+  // capacity is smaller than one granule, or it holds 2^32 granules or more.
   explicit TlsfArena(std::uint64_t capacity, std::uint64_t granule = 256);
 
   // A block of at least `size` bytes (rounded up to the granule) whose offset
   // is a multiple of `alignment` (0 or <= granule: the granule). nullopt when
   // no free block is large enough. `size` must be > 0.
-  [[nodiscard]] std::optional<BlockId> allocate(std::uint64_t size, std::uint64_t alignment = 0);
+  [[nodiscard]] std::optional<BlockId> allocate(std::uint64_t size, std::uint64_t alignment = 0) {
+    const BlockId block = allocate_block(size, alignment);
+    if (block == kNoBlock) return std::nullopt;
+    return block;
+  }
+  // The same, kNoBlock when nothing fits. (allocate() is this, inlined: GCC 12 returns an
+  // out-of-line std::optional<uint32_t> through a stack slot written in two parts and read in one,
+  // a store-forwarding stall that cost a fifth of the allocation.)
+  [[nodiscard]] BlockId allocate_block(std::uint64_t size, std::uint64_t alignment = 0);
   void free(BlockId block);
 
-  [[nodiscard]] std::uint64_t offset(BlockId block) const { return nodes_[block].offset; }
-  [[nodiscard]] std::uint64_t size(BlockId block) const { return nodes_[block].size; }
-  [[nodiscard]] bool is_free(BlockId block) const { return nodes_[block].free; }
+  [[nodiscard]] std::uint64_t offset(BlockId block) const {
+    return std::uint64_t{nodes_[index_of(block)].offset} << granule_shift_;
+  }
+  [[nodiscard]] std::uint64_t size(BlockId block) const { return std::uint64_t{nodes_[index_of(block)].size} << granule_shift_; }
+  [[nodiscard]] bool is_free(BlockId block) const { return is_free_node(nodes_[index_of(block)]); }
 
   [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
   [[nodiscard]] std::uint64_t granule() const noexcept { return granule_; }
@@ -58,9 +77,9 @@ class TlsfArena {
   [[nodiscard]] double fragmentation() const;
 
   // Physical order, for compaction and checks.
-  [[nodiscard]] BlockId first_block() const noexcept { return first_; }
-  [[nodiscard]] BlockId next_block(BlockId block) const { return nodes_[block].next_phys; }
-  [[nodiscard]] BlockId prev_block(BlockId block) const { return nodes_[block].prev_phys; }
+  [[nodiscard]] BlockId first_block() const noexcept { return handle_of(first_); }
+  [[nodiscard]] BlockId next_block(BlockId block) const { return handle_of(nodes_[index_of(block)].next_phys); }
+  [[nodiscard]] BlockId prev_block(BlockId block) const { return handle_of(nodes_[index_of(block)].prev_phys); }
 
   // True when `block` is allocated and the block physically before it is free.
   [[nodiscard]] bool can_slide_down(BlockId block) const;
@@ -73,49 +92,65 @@ class TlsfArena {
   void check_invariants() const;
 
  private:
+  // A node's index in nodes_; the low half of a BlockId.
+  using Index = std::uint32_t;
+  static constexpr Index kNone = UINT32_MAX;
   // Class indices are unsigned (they index arrays); so are these.
   static constexpr std::size_t kSlLog2 = 5;
   static constexpr std::size_t kSlCount = std::size_t{1} << kSlLog2;
   static constexpr std::size_t kFlCount = 64;
 
+  // next_free doubles as the node's state: a free block's list link (kNone at a list's end), or
+  // kAllocated, or kSpare for a recycled node (absorbed by a neighbour). An allocated node keeps its
+  // allocation's stamp in prev_free (unused while allocated), the high half of its BlockId: a stale
+  // id (a block freed twice, whose node was recycled and allocated again) has an old stamp, which
+  // recycling cannot fake. Indices stay below kSpare.
+  static constexpr Index kAllocated = UINT32_MAX - 1;
+  static constexpr Index kSpare = UINT32_MAX - 2;
   struct Node {
-    std::uint64_t offset = 0;
-    std::uint64_t size = 0;
-    BlockId prev_phys = kNoBlock;
-    BlockId next_phys = kNoBlock;
-    BlockId prev_free = kNoBlock;
-    BlockId next_free = kNoBlock;
-    bool free = false;
-    bool spare = false;  // recycled (absorbed by a neighbour); not a block until new_node() hands it out again
+    std::uint32_t offset = 0;  // granules
+    std::uint32_t size = 0;    // granules
+    Index prev_phys = kNone;
+    Index next_phys = kNone;
+    Index prev_free = kNone;
+    Index next_free = kAllocated;
   };
+  static bool is_free_node(const Node& n) noexcept { return n.next_free != kAllocated && n.next_free != kSpare; }
 
-  BlockId new_node();
-  void release_node(BlockId id);
-  void insert_free(BlockId id);
-  void remove_free(BlockId id);
-  // Splits `id` so it keeps `size` bytes; the rest becomes a new free block.
-  void split(BlockId id, std::uint64_t size);
+  Index new_node();
+  void release_node(Index id);
+  void insert_free(Index id);
+  void remove_free(Index id);
+  // Splits `id` (the rest of a whole free block) so it keeps `size` granules; the rest becomes a
+  // new free block.
+  void split(Index id, std::uint32_t size);
   // Merges `right` (free, physically after `left`, both free) into `left`.
-  void absorb_next(BlockId left);
-  [[nodiscard]] std::uint64_t round_up(std::uint64_t bytes) const;
-
+  void absorb_next(Index left);
+  // The BlockId of node `index` as the physical-order functions give it out.
+  [[nodiscard]] BlockId handle_of(Index index) const noexcept {
+    if (index == kNone) return kNoBlock;
+    const Node& n = nodes_[index];
+    return n.next_free == kAllocated ? (BlockId{n.prev_free} << 32U) | index : BlockId{index};
+  }
   static void mapping(std::uint64_t units, std::size_t& fl, std::size_t& sl);
-  // A free block where `rounded` bytes fit at an offset with `alignment`, scanning every free block
-  // from `rounded`'s class up; kNoBlock when there is none. The slow path of over-aligned requests.
-  [[nodiscard]] BlockId find_aligned_fit(std::uint64_t rounded, std::uint64_t alignment) const;
+  // A free block where `units` granules fit at an offset with `alignment` (in granules), scanning
+  // every free block from `units`' class up; kNone when there is none. The slow path of
+  // over-aligned requests.
+  [[nodiscard]] Index find_aligned_fit(std::uint64_t units, std::uint64_t alignment) const;
 
   std::uint64_t capacity_;
   std::uint64_t granule_;
-  int granule_shift_;
+  unsigned granule_shift_;
   std::uint64_t used_ = 0;
   std::uint32_t live_ = 0;
-  BlockId first_ = kNoBlock;
+  Index first_ = kNone;
 
   std::vector<Node> nodes_;
-  std::vector<BlockId> spare_nodes_;
+  std::vector<Index> spare_nodes_;
+  std::uint32_t stamp_ = 0;  // of the last allocation
   std::uint64_t fl_bitmap_ = 0;
   std::array<std::uint32_t, kFlCount> sl_bitmap_{};
-  std::array<std::array<BlockId, kSlCount>, kFlCount> heads_{};
+  std::array<std::array<Index, kSlCount>, kFlCount> heads_{};
 };
 
 }  // namespace apt::vgpu::memory

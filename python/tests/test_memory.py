@@ -77,3 +77,27 @@ def test_bad_arguments_name_the_field():
         pool.allocate(0)
     with pytest.raises(TypeError, match="size"):
         pool.allocate(1.5)
+
+
+def test_the_torch_allocator_library_is_bundled_and_fails_cleanly_without_a_driver(monkeypatch):
+    # The pool as PyTorch's allocator: its C entry points, loaded as PyTorch loads them. Without a
+    # CUDA driver (CI) an allocation is NULL with the reason, never a crash.
+    import ctypes
+    import os
+
+    from apt.vgpu import memory
+
+    path = memory.torch_allocator_library()
+    if not os.path.exists(path):
+        pytest.skip("this build has no CUDA headers, so no libvgpu-torch.so")
+    library = memory._load(path)
+    assert library.vgpu_torch_set_scope(b"vgpu-test", 1 << 30, 0) == 0
+    assert library.vgpu_torch_set_scope(b"", 0, 0) == -1
+    assert b"tenant is empty" in library.vgpu_torch_last_error()
+    library.vgpu_torch_malloc.restype = ctypes.c_void_p
+    library.vgpu_torch_malloc.argtypes = [ctypes.c_ssize_t, ctypes.c_int, ctypes.c_void_p]
+    monkeypatch.setenv("VGPU_TORCH_POOL_SIZE", "64MiB")
+    if library.vgpu_torch_malloc(1 << 20, 0, None) is None:
+        assert library.vgpu_torch_last_error().startswith(b"vgpu_torch_malloc")
+    library.vgpu_torch_clear_scope(0)
+    assert memory.torch_allocator() is None, "nothing installed it into PyTorch"

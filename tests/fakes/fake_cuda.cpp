@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <condition_variable>
 #include <map>
+#include <set>
 #include <mutex>
 #include <string>
 #include <sys/mman.h>
@@ -436,12 +437,27 @@ CUresult cuEventRecord(CUevent e, CUstream s) {
   return CUDA_SUCCESS;
 }
 CUresult cuEventRecord_ptsz(CUevent e, CUstream s) { return cuEventRecord(e, s); }
+// fake_cuda_hold_stream(s, 1): work on `s` never finishes until fake_cuda_hold_stream(s, 0), so a
+// test can keep an event pending without depending on how long anything takes.
+std::mutex g_hold_mutex;
+std::condition_variable g_hold_cv;
+std::set<CUstream> g_held;
+bool held(CUstream s) {
+  std::lock_guard lock(g_hold_mutex);
+  return g_held.count(s) != 0;
+}
 CUresult cuEventQuery(CUevent e) {
   auto* fe = reinterpret_cast<FakeEvent*>(e);
+  if (fe->recorded && held(fe->stream)) return CUDA_ERROR_NOT_READY;
   return event_time(fe) <= now_ns() ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
 }
 CUresult cuEventSynchronize(CUevent e) {
-  sleep_until(event_time(reinterpret_cast<FakeEvent*>(e)));
+  auto* fe = reinterpret_cast<FakeEvent*>(e);
+  {
+    std::unique_lock lock(g_hold_mutex);
+    g_hold_cv.wait(lock, [&] { return !fe->recorded || g_held.count(fe->stream) == 0; });
+  }
+  sleep_until(event_time(fe));
   return CUDA_SUCCESS;
 }
 CUresult cuEventElapsedTime_v2(float* ms, CUevent start, CUevent end) {
@@ -630,6 +646,21 @@ std::size_t fake_cuda_device_used() {
 std::size_t fake_cuda_live_allocations() {
   std::lock_guard lock(g_mutex);
   return g_allocations.size();
+}
+void fake_cuda_hold_stream(CUstream stream, int hold) {
+  {
+    std::lock_guard lock(g_hold_mutex);
+    if (hold != 0) {
+      g_held.insert(stream);
+    } else {
+      g_held.erase(stream);
+    }
+  }
+  g_hold_cv.notify_all();
+}
+CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice) {
+  *bytes = capacity();
+  return CUDA_SUCCESS;
 }
 std::size_t fake_cuda_reservations() {
   std::lock_guard lock(g_mutex);

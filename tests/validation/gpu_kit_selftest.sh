@@ -55,7 +55,8 @@ cat "$work/run.log"
 import json, shutil, sys
 r = json.load(open(sys.argv[1]))
 checks = {c["name"]: c for c in r["checks"]}
-want = ["setup", "nvml_vs_smi", "cuda_limits", "torch_limits", "compute_shares", "overheads", "python_package"]
+want = ["setup", "nvml_vs_smi", "cuda_limits", "torch_limits", "compute_shares", "overheads", "python_package",
+        "torch_pool"]
 assert list(checks) == want, list(checks)
 def expect(name, status):
     got = checks[name]["status"]
@@ -71,12 +72,12 @@ expect("torch_limits", "timeout")
 # Cut off by the harness at its own 3 s limit (only the harness writes "timeout"), not by the
 # outer `timeout 300`; no wall-clock bound here: the suite must pass on a loaded machine.
 assert checks["torch_limits"]["limit_s"] == 3 and "(3 s)" in checks["torch_limits"]["why"], checks["torch_limits"]
-for name in ["cuda_limits", "compute_shares", "overheads", "python_package"]:
+for name in ["cuda_limits", "compute_shares", "overheads", "python_package", "torch_pool"]:
     expect(name, "skip")
 assert checks["cuda_limits"]["why"], checks["cuda_limits"]
 # The bundle's apt.vgpu loaded (package_check.py imports it before torch): the skip is torch's.
 assert "torch is not importable" in checks["python_package"]["why"], checks["python_package"]
-assert r["summary"] == {"pass": 2, "fail": 0, "skip": 4, "error": 0, "timeout": 1}, r["summary"]
+assert r["summary"] == {"pass": 2, "fail": 0, "skip": 5, "error": 0, "timeout": 1}, r["summary"]
 PY
 pgrep -f "sleep 3599" >/dev/null && fail "the hung check's process was left running"
 

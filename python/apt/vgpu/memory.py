@@ -12,13 +12,76 @@ compaction when fragmented, LRU eviction to host memory and lazily committed
 backing. backing='host' (default) backs it with host memory, 'none' hands out
 offsets only, 'cuda' with device memory through the CUDA driver. A request that
 cannot be met raises VGPUOutOfMemoryError (a MemoryError).
+
+The pool as PyTorch's CUDA allocator (libvgpu-torch.so, docs/python.md):
+
+    from apt.vgpu.memory import use_as_torch_allocator
+    use_as_torch_allocator()                 # before PyTorch allocates any CUDA memory
+    with VirtualGPU(gpu_id=0, memory_limit='20GB'):
+        x = torch.empty(..., device='cuda')  # charged to this vGPU, held to its 20 GB
+
+`with vgpu:` does this by itself when the profile has memory_pooling: true (the default) and
+PyTorch has not initialised CUDA yet; VGPU_TORCH_ALLOCATOR=0 turns that off.
 """
+
+import ctypes
+import os
 
 from . import _core
 
 MemoryBlock = _core.MemoryBlock
 
-__all__ = ["GPUMemoryManager", "MemoryBlock"]
+__all__ = ["GPUMemoryManager", "MemoryBlock", "torch_allocator_library", "use_as_torch_allocator",
+           "torch_allocator"]
+
+_torch_allocator = None  # the library (ctypes) once PyTorch allocates through it
+
+
+def torch_allocator_library():
+    """The path of libvgpu-torch.so: $VGPU_TORCH_LIBRARY, else the one in this package."""
+    return os.environ.get("VGPU_TORCH_LIBRARY") or os.path.join(os.path.dirname(__file__), "lib", "libvgpu-torch.so")
+
+
+def _load(path):
+    library = ctypes.CDLL(path)  # the same handle PyTorch's dlopen gets: one set of pools and scopes
+    library.vgpu_torch_set_scope.argtypes = [ctypes.c_char_p, ctypes.c_uint64, ctypes.c_int]
+    library.vgpu_torch_set_scope.restype = ctypes.c_int
+    library.vgpu_torch_clear_scope.argtypes = [ctypes.c_int]
+    library.vgpu_torch_clear_scope.restype = None
+    library.vgpu_torch_usage.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    library.vgpu_torch_usage.restype = ctypes.c_uint64
+    library.vgpu_torch_pending_frees.argtypes = [ctypes.c_int]
+    library.vgpu_torch_pending_frees.restype = ctypes.c_uint64
+    library.vgpu_torch_last_error.argtypes = []
+    library.vgpu_torch_last_error.restype = ctypes.c_char_p
+    return library
+
+
+def use_as_torch_allocator():
+    """Makes the pool PyTorch's CUDA allocator for the rest of the process.
+
+    Call it before PyTorch allocates CUDA memory (PyTorch refuses to change its allocator after);
+    calling it again does nothing. Raises RuntimeError when the library or PyTorch is missing.
+    """
+    global _torch_allocator
+    if _torch_allocator is not None:
+        return
+    path = torch_allocator_library()
+    if not os.path.exists(path):
+        raise RuntimeError(f"libvgpu-torch.so not found at {path}: this build of apt.vgpu has no CUDA support "
+                           "(it needs the CUDA toolkit's cuda.h at build time), or set VGPU_TORCH_LIBRARY")
+    try:
+        import torch
+    except ImportError as error:
+        raise RuntimeError("use_as_torch_allocator() needs PyTorch (pip install torch)") from error
+    allocator = torch.cuda.memory.CUDAPluggableAllocator(path, "vgpu_torch_malloc", "vgpu_torch_free")
+    torch.cuda.memory.change_current_allocator(allocator)
+    _torch_allocator = _load(path)
+
+
+def torch_allocator():
+    """The allocator library (ctypes) when PyTorch allocates through the pool, else None."""
+    return _torch_allocator
 
 
 class GPUMemoryManager:

@@ -18,9 +18,11 @@ memory (torch.cuda.set_per_process_memory_fraction); that cap covers PyTorch onl
 """
 
 import importlib.util
+import os
 import subprocess
 import sys
 import threading
+import warnings
 
 from . import _core
 
@@ -30,6 +32,25 @@ _scopes = threading.local()  # per thread: the stack of open `with vgpu:` blocks
 
 
 _torch_missing = False  # set once find_spec has said so: looking again costs a file-system search
+
+
+def _pool_allocator(torch, pooling):
+    """libvgpu-torch.so when PyTorch allocates through the pool: installed by use_as_torch_allocator(), or
+    here when the slice's profile pools memory (`pooling`: memory_pooling, on by default), PyTorch has
+    not touched CUDA yet and VGPU_TORCH_ALLOCATOR is not 0. None otherwise (the per-process fraction
+    is used instead)."""
+    from . import memory
+    pool = memory.torch_allocator()
+    if pool is not None or os.environ.get("VGPU_TORCH_ALLOCATOR", "1") == "0" or not pooling:
+        return pool
+    if torch.cuda.is_initialized() or not os.path.exists(memory.torch_allocator_library()):
+        return None
+    try:
+        memory.use_as_torch_allocator()
+    except Exception as error:  # PyTorch without pluggable allocators, or one that refuses: keep its own
+        warnings.warn(f"apt.vgpu: PyTorch keeps its own allocator ({error}); limits use its memory fraction")
+        return None
+    return memory.torch_allocator()
 
 
 def _torch():
@@ -67,6 +88,11 @@ class VirtualGPU:
         isolation: 'none' (accounting only), 'intercept' (libvgpu-cuda.so in children) or 'mps'.
         burst: let the slice use idle compute beyond its share (intercept isolation).
         name: shown in listings; default 'vgpu-<lease id>'.
+
+    `with vgpu:` makes it the current vGPU. With PyTorch on CUDA, allocations in the block go through
+    the pool (libvgpu-torch.so), charged to this vGPU and held to memory_limit, when the profile pools
+    memory (memory_pooling, on by default) and PyTorch had not initialised CUDA before the first
+    such block; otherwise PyTorch's per-process memory fraction is set to the limit.
     """
 
     def __init__(self, gpu_id=0, memory_limit=None, compute_ratio=None, auto_recover=False, fallback_gpu=None, *,
@@ -77,8 +103,12 @@ class VirtualGPU:
 
     @classmethod
     def from_config(cls, config):
-        """A slice as a profile's `vgpu` section describes it (its virtual_gpu defaults and isolation)."""
-        return cls._wrap(_core.VirtualGPU.from_config(config))
+        """A slice as a profile's `vgpu` section describes it (its virtual_gpu defaults, isolation and memory_pooling)."""
+        vgpu = cls._wrap(_core.VirtualGPU.from_config(config))
+        vgpu._memory_pooling = bool(config.memory_pooling)
+        return vgpu
+
+    _memory_pooling = True  # the profile's memory_pooling (from_config); the default profile pools
 
     @classmethod
     def _wrap(cls, core):
@@ -159,7 +189,7 @@ class VirtualGPU:
     # ---- `with vgpu:` ----
     def __enter__(self):
         scope = _core.Scope(self._core)
-        frame = {"scope": scope, "torch": None, "fraction": None}
+        frame = {"scope": scope, "torch": None, "fraction": None, "pool": None}
         torch = _torch()
         name = self._core.device_name
         if torch is not None and name.startswith("cuda:") and torch.cuda.is_available():
@@ -168,7 +198,13 @@ class VirtualGPU:
             device_scope.__enter__()
             frame["torch"] = device_scope
             limit = self._core.memory_limit
-            if limit:
+            pool = _pool_allocator(torch, self._memory_pooling)
+            if pool is not None:
+                # The pool knows the current vGPU: allocations are charged to it and held to its limit.
+                if pool.vgpu_torch_set_scope(self.name.encode(), limit or 0, 1) != 0:
+                    raise RuntimeError(pool.vgpu_torch_last_error().decode())
+                frame["pool"] = pool
+            elif limit:
                 total = torch.cuda.get_device_properties(index).total_memory
                 previous = getattr(torch.cuda, "get_per_process_memory_fraction", None)
                 frame["fraction"] = (index, previous(index) if previous else 1.0)
@@ -184,6 +220,14 @@ class VirtualGPU:
         if not stack or stack[-1][0] is not self:
             raise RuntimeError("`with vgpu:` blocks must close in the order they opened, on the thread that opened them")
         _, frame = stack.pop()
+        if frame["pool"] is not None:
+            # Back to the enclosing vGPU's scope, or none.
+            outer = next((f for _, f in reversed(stack) if f.get("pool") is not None), None)
+            if outer is not None:
+                vgpu = next(v for v, f in reversed(stack) if f is outer)
+                frame["pool"].vgpu_torch_set_scope(vgpu.name.encode(), vgpu.memory_limit or 0, 1)
+            else:
+                frame["pool"].vgpu_torch_clear_scope(1)
         if frame["fraction"] is not None:
             index, fraction = frame["fraction"]
             _torch().cuda.set_per_process_memory_fraction(fraction, index)

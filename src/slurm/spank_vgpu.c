@@ -1,0 +1,351 @@
+/* spank_vgpu.so: a Slurm SPANK plugin that gives every job a vGPU slice (docs/slurm.md).
+ *
+ * Options (srun, sbatch, salloc): --vgpu-memory=SIZE, --vgpu-compute=RATIO,
+ * --vgpu-isolation=intercept|mps|none. plugstack.conf arguments: lib=PATH (libvgpu-cuda.so),
+ * shard_memory=SIZE (memory per GRES shard), shards_per_gpu=N (default 4), mode=env (hardened: not yet).
+ *
+ * Where things happen:
+ *   srun/sbatch/salloc (local, allocator)  option values are checked; a bad one stops the
+ *                                           command before the job is queued.
+ *   job prolog (slurmd, root)               the job's accounting region is created, with the
+ *                                           job's memory limit written into it, owned by the
+ *                                           job's user: every step and task of the job shares it.
+ *   task start (slurmstepd, as the user)    the limits are computed from what Slurm scheduled
+ *                                           (shards) and the options; a request above the
+ *                                           shards is refused; the task's environment binds it to
+ *                                           the region (VGPU_*, LD_PRELOAD of libvgpu-cuda.so).
+ *   job epilog (slurmd, root)               the region is removed.
+ *
+ * C, not C++: spank.h declares the callbacks outside an extern "C" block, and SPANK_PLUGIN's const
+ * globals would get internal linkage in C++.
+ */
+#include <slurm/spank.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <apt/vgpu/intercept/abi.h>
+
+SPANK_PLUGIN(vgpu, 1) /* the macro brings its own semicolon */
+
+#define MAX_PATH 4096
+
+/* Plugin arguments (plugstack.conf). */
+static char g_lib[MAX_PATH] = "/usr/local/lib/libvgpu-cuda.so";
+static uint64_t g_shard_memory = 0; /* bytes per shard; 0: no default memory limit from shards */
+static uint64_t g_shards_per_gpu = 4;
+
+/* Option values, as given (0 / -1: not given). */
+static uint64_t g_memory = 0;
+static double g_compute = -1.0;
+static char g_isolation[16] = "";
+
+/* "20G" (GiB, as Slurm's --mem), "20GB" (10^9), "20GiB", "1048576": bytes, or 0 for a malformed size. */
+static uint64_t parse_size(const char* text) {
+  if (text == NULL || *text == '\0') return 0;
+  char* end = NULL;
+  errno = 0;
+  unsigned long long value = strtoull(text, &end, 10);
+  if (errno != 0 || end == text || *text == '-') return 0;
+  uint64_t unit = 1;
+  if (*end != '\0') {
+    const char u = (char)(*end >= 'a' && *end <= 'z' ? *end - 'a' + 'A' : *end);
+    const char* rest = end + 1;
+    int power = 0;
+    switch (u) {
+      case 'K': power = 1; break;
+      case 'M': power = 2; break;
+      case 'G': power = 3; break;
+      case 'T': power = 4; break;
+      default: return 0;
+    }
+    int binary = 1;
+    if (strcmp(rest, "B") == 0 || strcmp(rest, "b") == 0) {
+      binary = 0;
+    } else if (strcmp(rest, "iB") == 0 || strcmp(rest, "ib") == 0 || *rest == '\0') {
+      binary = 1;
+    } else {
+      return 0;
+    }
+    for (int i = 0; i < power; ++i) unit *= binary ? 1024u : 1000u;
+  }
+  if (value == 0 || value > UINT64_MAX / unit) return 0;
+  return (uint64_t)value * unit;
+}
+
+static int parse_ratio(const char* text, double* out) {
+  if (text == NULL || *text == '\0') return -1;
+  char* end = NULL;
+  errno = 0;
+  const double value = strtod(text, &end);
+  if (errno != 0 || end == text || *end != '\0' || !(value > 0.0 && value <= 1.0)) return -1;
+  *out = value;
+  return 0;
+}
+
+static int on_memory(int val, const char* optarg, int remote) {
+  (void)val;
+  (void)remote;
+  g_memory = parse_size(optarg);
+  if (g_memory == 0) {
+    slurm_error("vgpu: --vgpu-memory=%s is not a size; give e.g. 20G (GiB), 20GB or 21474836480 (bytes)",
+                optarg ? optarg : "");
+    return -1;
+  }
+  return 0;
+}
+
+static int on_compute(int val, const char* optarg, int remote) {
+  (void)val;
+  (void)remote;
+  if (parse_ratio(optarg, &g_compute) != 0) {
+    slurm_error("vgpu: --vgpu-compute=%s is not a share of one GPU; give a number in (0, 1], e.g. 0.5",
+                optarg ? optarg : "");
+    return -1;
+  }
+  return 0;
+}
+
+static int on_isolation(int val, const char* optarg, int remote) {
+  (void)val;
+  (void)remote;
+  if (optarg == NULL || (strcmp(optarg, "intercept") != 0 && strcmp(optarg, "mps") != 0 && strcmp(optarg, "none") != 0)) {
+    slurm_error("vgpu: --vgpu-isolation=%s is not one of intercept, mps, none", optarg ? optarg : "");
+    return -1;
+  }
+  snprintf(g_isolation, sizeof g_isolation, "%s", optarg);
+  return 0;
+}
+
+static struct spank_option g_options[] = {
+    {"vgpu-memory", "SIZE", "vGPU memory limit for the job (default: shards x shard_memory)", 1, 0, on_memory},
+    {"vgpu-compute", "RATIO", "vGPU compute share in (0, 1] (default: shards / shards per GPU)", 1, 0, on_compute},
+    {"vgpu-isolation", "MODE", "intercept (default), mps or none", 1, 0, on_isolation},
+    SPANK_OPTIONS_TABLE_END};
+
+static int parse_arguments(int argc, char** argv) {
+  for (int i = 0; i < argc; ++i) {
+    const char* a = argv[i];
+    if (strncmp(a, "lib=", 4) == 0) {
+      snprintf(g_lib, sizeof g_lib, "%s", a + 4);
+    } else if (strncmp(a, "shard_memory=", 13) == 0) {
+      g_shard_memory = parse_size(a + 13);
+      if (g_shard_memory == 0) {
+        slurm_error("vgpu: plugstack.conf shard_memory=%s is not a size (e.g. 10G)", a + 13);
+        return -1;
+      }
+    } else if (strncmp(a, "shards_per_gpu=", 15) == 0) {
+      char* end = NULL;
+      const unsigned long n = strtoul(a + 15, &end, 10);
+      if (end == a + 15 || *end != '\0' || n == 0 || n > 1000) {
+        slurm_error("vgpu: plugstack.conf shards_per_gpu=%s is not a count in 1..1000", a + 15);
+        return -1;
+      }
+      g_shards_per_gpu = n;
+    } else if (strcmp(a, "mode=env") == 0) {
+      /* the only mode so far */
+    } else if (strcmp(a, "mode=hardened") == 0) {
+      /* Not built yet: the limits would need a source a job's processes cannot write (the region is
+         theirs to write) and the library loaded without LD_PRELOAD (docs/slurm.md). Refused rather
+         than silently weaker. */
+      slurm_error("vgpu: plugstack.conf mode=hardened is not implemented yet; use mode=env (docs/slurm.md says what "
+                  "it does not stop)");
+      return -1;
+    } else {
+      slurm_error("vgpu: plugstack.conf argument '%s' is not one of lib=PATH, shard_memory=SIZE, shards_per_gpu=N, "
+                  "mode=env|hardened",
+                  a);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int slurm_spank_init(spank_t sp, int argc, char** argv) {
+  for (struct spank_option* o = g_options; o->name != NULL; ++o) {
+    if (spank_option_register(sp, o) != ESPANK_SUCCESS) {
+      slurm_error("vgpu: cannot register --%s", o->name);
+      return -1;
+    }
+  }
+  return parse_arguments(argc, argv);
+}
+
+/* The options as the job script context sees them (they are not passed through callbacks there). */
+static int read_options(spank_t sp) {
+  char* value = NULL;
+  if (spank_option_getopt(sp, &g_options[0], &value) == ESPANK_SUCCESS && on_memory(0, value, 1) != 0) return -1;
+  if (spank_option_getopt(sp, &g_options[1], &value) == ESPANK_SUCCESS && on_compute(0, value, 1) != 0) return -1;
+  if (spank_option_getopt(sp, &g_options[2], &value) == ESPANK_SUCCESS && on_isolation(0, value, 1) != 0) return -1;
+  return 0;
+}
+
+static void region_name(uint32_t job, char* out, size_t size) { snprintf(out, size, "/vgpu-slurm-job-%u", job); }
+
+static int job_id(spank_t sp, uint32_t* job) {
+  if (spank_get_item(sp, S_JOB_ID, job) != ESPANK_SUCCESS) {
+    slurm_error("vgpu: cannot read the job id");
+    return -1;
+  }
+  return 0;
+}
+
+/* Shards of the job on this node, from what Slurm scheduled (0: none). */
+static uint64_t shards_on_node(spank_t sp) {
+  char value[64];
+  if (spank_getenv(sp, "SLURM_SHARDS_ON_NODE", value, sizeof value) == ESPANK_SUCCESS) return strtoull(value, NULL, 10);
+  return 0;
+}
+
+int slurm_spank_job_prolog(spank_t sp, int argc, char** argv) {
+  if (parse_arguments(argc, argv) != 0 || read_options(sp) != 0) return -1;
+  if (g_memory == 0 && g_compute < 0 && g_isolation[0] == '\0') return 0; /* not a vGPU job */
+  uint32_t job = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  if (job_id(sp, &job) != 0) return -1;
+  if (spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_GID, &gid) != ESPANK_SUCCESS) {
+    slurm_error("vgpu: job %u: cannot read its user", job);
+    return -1;
+  }
+  char name[64];
+  region_name(job, name, sizeof name);
+  const int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    slurm_error("vgpu: job %u: cannot create its accounting region %s: %s", job, name, strerror(errno));
+    return -1;
+  }
+  int rc = -1;
+  if (ftruncate(fd, (off_t)sizeof(struct vgpu_shm_region)) == 0) {
+    struct vgpu_shm_region* r = mmap(NULL, sizeof *r, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (r != MAP_FAILED) {
+      memset(r, 0, sizeof *r);
+      r->abi_version = VGPU_ABI_VERSION;
+      r->memory_limit = g_memory; /* 0: the first task brings the limit from the shards */
+      __atomic_store_n(&r->magic, VGPU_SHM_MAGIC, __ATOMIC_RELEASE);
+      munmap(r, sizeof *r);
+      rc = fchown(fd, uid, gid);
+    }
+  }
+  if (rc != 0) {
+    slurm_error("vgpu: job %u: cannot set up %s: %s", job, name, strerror(errno));
+    shm_unlink(name);
+  }
+  close(fd);
+  return rc;
+}
+
+int slurm_spank_job_epilog(spank_t sp, int argc, char** argv) {
+  (void)argc;
+  (void)argv;
+  uint32_t job = 0;
+  if (job_id(sp, &job) != 0) return -1;
+  char name[64];
+  region_name(job, name, sizeof name);
+  if (shm_unlink(name) != 0 && errno != ENOENT) {
+    slurm_error("vgpu: job %u: cannot remove %s: %s", job, name, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+/* Writes the job's memory limit into its region unless one is there: done here, in the task before
+ * the user's program runs, so a program that raises VGPU_MEMORY_LIMIT in its own environment finds
+ * the limit already set (the library takes the region's). */
+static int seal_limit(uint32_t job, const char* name, uint64_t memory) {
+  const int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+  if (fd < 0) {
+    slurm_error("vgpu: job %u: its accounting region %s is missing (%s): is the plugin in slurmd's plugstack.conf, "
+                "so that the job prolog creates it?",
+                job, name, strerror(errno));
+    return -1;
+  }
+  struct vgpu_shm_region* r = mmap(NULL, sizeof *r, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (r == MAP_FAILED) {
+    slurm_error("vgpu: job %u: cannot map %s: %s", job, name, strerror(errno));
+    return -1;
+  }
+  uint64_t none = 0;
+  (void)__atomic_compare_exchange_n(&r->memory_limit, &none, memory, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  munmap(r, sizeof *r);
+  return 0;
+}
+
+/* The first GPU of a comma-separated list such as SLURM_STEP_GPUS ("1,3"). */
+static int first_gpu(spank_t sp, char* out, size_t size) {
+  const char* names[] = {"SLURM_STEP_GPUS", "SLURM_JOB_GPUS"};
+  for (size_t i = 0; i < 2; ++i) {
+    if (spank_getenv(sp, names[i], out, (int)size) == ESPANK_SUCCESS && out[0] != '\0') {
+      out[strcspn(out, ",")] = '\0';
+      return 0;
+    }
+  }
+  return -1;
+}
+
+int slurm_spank_task_init(spank_t sp, int argc, char** argv) {
+  (void)argc;
+  (void)argv;
+  if (g_memory == 0 && g_compute < 0 && g_isolation[0] == '\0') return 0; /* not a vGPU job: untouched */
+  uint32_t job = 0;
+  if (job_id(sp, &job) != 0) return -1;
+  const uint64_t shards = shards_on_node(sp);
+  uint64_t memory = g_memory;
+  double compute = g_compute;
+  if (shards > 0) {
+    const uint64_t shard_memory_total = g_shard_memory * shards;
+    const double shard_share = (double)shards / (double)g_shards_per_gpu;
+    if (g_shard_memory != 0 && memory > shard_memory_total) {
+      slurm_error("vgpu: job %u: --vgpu-memory asks for %llu bytes but its %llu shard(s) hold %llu (shard_memory "
+                  "%llu); ask for more shards (--gres=shard:N) or less memory",
+                  job, (unsigned long long)memory, (unsigned long long)shards, (unsigned long long)shard_memory_total,
+                  (unsigned long long)g_shard_memory);
+      return -1;
+    }
+    if (compute > shard_share + 1e-9) {
+      slurm_error("vgpu: job %u: --vgpu-compute=%.3f is more than its %llu of %llu shards (%.3f); ask for more shards or "
+                  "a smaller share",
+                  job, compute, (unsigned long long)shards, (unsigned long long)g_shards_per_gpu, shard_share);
+      return -1;
+    }
+    if (memory == 0) memory = shard_memory_total;
+    if (compute < 0) compute = shard_share > 1.0 ? 1.0 : shard_share;
+  }
+  const char* isolation = g_isolation[0] != '\0' ? g_isolation : "intercept";
+  char name[64];
+  char text[64];
+  region_name(job, name, sizeof name);
+  spank_setenv(sp, VGPU_ENV_SHM_NAME, name, 1);
+  snprintf(text, sizeof text, "slurm-%u", job);
+  spank_setenv(sp, VGPU_ENV_ID, text, 1);
+  spank_setenv(sp, VGPU_ENV_ISOLATION, isolation, 1);
+  if (memory != 0) {
+    if (seal_limit(job, name, memory) != 0) return -1;
+    snprintf(text, sizeof text, "%llu", (unsigned long long)memory);
+    spank_setenv(sp, VGPU_ENV_MEMORY_LIMIT, text, 1);
+  }
+  if (compute > 0) {
+    snprintf(text, sizeof text, "%.6f", compute);
+    spank_setenv(sp, VGPU_ENV_COMPUTE_SHARE, text, 1);
+  }
+  if (first_gpu(sp, text, sizeof text) == 0) spank_setenv(sp, VGPU_ENV_PHYSICAL_GPU, text, 1);
+  if (strcmp(isolation, "intercept") == 0) {
+    char preload[MAX_PATH * 2];
+    char current[MAX_PATH];
+    if (spank_getenv(sp, "LD_PRELOAD", current, sizeof current) == ESPANK_SUCCESS && current[0] != '\0') {
+      snprintf(preload, sizeof preload, "%s:%s", g_lib, current);
+    } else {
+      snprintf(preload, sizeof preload, "%s", g_lib);
+    }
+    spank_setenv(sp, "LD_PRELOAD", preload, 1);
+  }
+  return 0;
+}

@@ -96,9 +96,11 @@ struct Device {
   std::map<std::string, std::uint64_t> quotas;  // as last set on the pool
 };
 
-std::mutex g_mutex;  // guards everything below
-std::map<int, Device> g_devices;
-std::unique_ptr<Scope> g_process_scope;
+// Immortal: PyTorch may free tensors while the process exits, after static destructors have run, so
+// the pools, their events and the scopes are never destroyed (the OS takes them with the process).
+std::mutex& g_mutex = *new std::mutex;  // guards everything below
+std::map<int, Device>& g_devices = *new std::map<int, Device>;
+std::unique_ptr<Scope>& g_process_scope = *new std::unique_ptr<Scope>;
 
 // The pool's size: VGPU_TORCH_POOL_SIZE (a size such as 40GB) or the device's memory.
 std::uint64_t pool_size(int device) {

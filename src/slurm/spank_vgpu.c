@@ -21,6 +21,7 @@
  */
 #include <slurm/spank.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -279,6 +280,35 @@ static int seal_limit(uint32_t job, const char* name, uint64_t memory) {
   return 0;
 }
 
+/* The UUID of NVML's GPU `index` through libnvidia-ml.so.1, loaded here and let go again (0 when there
+ * is no NVML or no such GPU). Slurm's GPU ids follow gres.conf, which AutoDetect=nvml writes in NVML's
+ * order; a hand-written gres.conf should list /dev/nvidiaN in that order too. */
+typedef int nvml_return;
+typedef void* nvml_device;
+static int gpu_uuid(unsigned index, char* out, size_t size) {
+  void* nvml = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (nvml == NULL) return -1;
+  /* POSIX's way to take a function from dlsym (ISO C has no object-to-function pointer cast). */
+  nvml_return (*init)(void) = NULL;
+  nvml_return (*shutdown)(void) = NULL;
+  nvml_return (*handle)(unsigned, nvml_device*) = NULL;
+  nvml_return (*uuid)(nvml_device, char*, unsigned) = NULL;
+  *(void**)&init = dlsym(nvml, "nvmlInit_v2");
+  if (init == NULL) *(void**)&init = dlsym(nvml, "nvmlInit");
+  *(void**)&shutdown = dlsym(nvml, "nvmlShutdown");
+  *(void**)&handle = dlsym(nvml, "nvmlDeviceGetHandleByIndex_v2");
+  if (handle == NULL) *(void**)&handle = dlsym(nvml, "nvmlDeviceGetHandleByIndex");
+  *(void**)&uuid = dlsym(nvml, "nvmlDeviceGetUUID");
+  int rc = -1;
+  if (init != NULL && shutdown != NULL && handle != NULL && uuid != NULL && init() == 0) {
+    nvml_device device = NULL;
+    if (handle(index, &device) == 0 && uuid(device, out, (unsigned)size) == 0) rc = 0;
+    shutdown();
+  }
+  dlclose(nvml);
+  return rc;
+}
+
 /* The first GPU of a comma-separated list such as SLURM_STEP_GPUS ("1,3"). */
 static int first_gpu(spank_t sp, char* out, size_t size) {
   const char* names[] = {"SLURM_STEP_GPUS", "SLURM_JOB_GPUS"};
@@ -336,7 +366,11 @@ int slurm_spank_task_init(spank_t sp, int argc, char** argv) {
     snprintf(text, sizeof text, "%.6f", compute);
     spank_setenv(sp, VGPU_ENV_COMPUTE_SHARE, text, 1);
   }
-  if (first_gpu(sp, text, sizeof text) == 0) spank_setenv(sp, VGPU_ENV_PHYSICAL_GPU, text, 1);
+  if (first_gpu(sp, text, sizeof text) == 0) {
+    spank_setenv(sp, VGPU_ENV_PHYSICAL_GPU, text, 1);
+    char uuid[96];
+    if (gpu_uuid((unsigned)strtoul(text, NULL, 10), uuid, sizeof uuid) == 0) spank_setenv(sp, VGPU_ENV_GPU_UUID, uuid, 1);
+  }
   if (strcmp(isolation, "intercept") == 0) {
     char preload[MAX_PATH * 2];
     char current[MAX_PATH];

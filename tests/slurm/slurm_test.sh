@@ -99,7 +99,12 @@ export SLURM_CONF=$work/slurm.conf
 
 slurmctld -D -c -i -f "$SLURM_CONF" >"$work/log/slurmctld.out" 2>&1 &
 pids+=($!)
-slurmd -D -f "$SLURM_CONF" >"$work/log/slurmd.out" 2>&1 &
+# slurmd (and the slurmstepds it starts) see the fake NVML, which names the two GPUs' UUIDs.
+cat >"$work/nvml.json" <<EOF
+{"devices": [{"name": "Fake GPU", "uuid": "GPU-slurm-test-0"}, {"name": "Fake GPU", "uuid": "GPU-slurm-test-1"}]}
+EOF
+FAKE_NVML_CONFIG="$work/nvml.json" LD_LIBRARY_PATH="$(dirname "$fake")/nvml" \
+  slurmd -D -f "$SLURM_CONF" >"$work/log/slurmd.out" 2>&1 &
 pids+=($!)
 idle=""
 for _ in $(seq 1 300); do  # the node reports idle in about a second
@@ -112,10 +117,11 @@ run() { timeout 60 srun -n1 --export=ALL,LD_LIBRARY_PATH="$fake" "$@" 2>&1; }
 GIB=1073741824
 
 # 1. The limits reach the task; the default memory is shards x shard_memory, the default share
-#    shards / shards per GPU; the GPU comes from SLURM_STEP_GPUS.
+#    shards / shards per GPU; the GPU comes from SLURM_STEP_GPUS, its UUID from NVML.
 out=$(run --gres=shard:2 --vgpu-isolation=intercept env)
 grep -qx "VGPU_MEMORY_LIMIT=$((2 * GIB))" <<<"$out" && grep -qx "VGPU_COMPUTE_SHARE=0.500000" <<<"$out" &&
   grep -q "^VGPU_PHYSICAL_GPU=[01]$" <<<"$out" && grep -q "^LD_PRELOAD=$library" <<<"$out" &&
+  grep -qx "VGPU_GPU_UUID=GPU-slurm-test-$(sed -n 's/^VGPU_PHYSICAL_GPU=//p' <<<"$out")" <<<"$out" &&
   grep -q "^VGPU_SHM_NAME=/vgpu-slurm-job-" <<<"$out" &&
   pass "limits from 2 shards reach the task" || fail "limits from shards: $out"
 

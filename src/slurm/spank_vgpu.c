@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,6 +44,8 @@ SPANK_PLUGIN(vgpu, 1) /* the macro brings its own semicolon */
 static char g_lib[MAX_PATH] = "/usr/local/lib/libvgpu-cuda.so";
 static uint64_t g_shard_memory = 0; /* bytes per shard; 0: no default memory limit from shards */
 static uint64_t g_shards_per_gpu = 4;
+static char g_socket[MAX_PATH] = "/run/vgpu/vgpud.sock"; /* vgpud's API, used when it exists */
+static char g_state_dir[MAX_PATH] = "/run/vgpu-slurm";    /* where the prolog leaves vgpud's answer */
 
 /* Option values, as given (0 / -1: not given). */
 static uint64_t g_memory = 0;
@@ -150,6 +154,10 @@ static int parse_arguments(int argc, char** argv) {
         return -1;
       }
       g_shards_per_gpu = n;
+    } else if (strncmp(a, "socket=", 7) == 0) {
+      snprintf(g_socket, sizeof g_socket, "%s", a + 7);
+    } else if (strncmp(a, "state_dir=", 10) == 0) {
+      snprintf(g_state_dir, sizeof g_state_dir, "%s", a + 10);
     } else if (strcmp(a, "mode=env") == 0) {
       /* the only mode so far */
     } else if (strcmp(a, "mode=hardened") == 0) {
@@ -161,7 +169,7 @@ static int parse_arguments(int argc, char** argv) {
       return -1;
     } else {
       slurm_error("vgpu: plugstack.conf argument '%s' is not one of lib=PATH, shard_memory=SIZE, shards_per_gpu=N, "
-                  "mode=env|hardened",
+                  "socket=PATH, state_dir=PATH, mode=env",
                   a);
       return -1;
     }
@@ -205,6 +213,133 @@ static uint64_t shards_on_node(spank_t sp) {
   return 0;
 }
 
+/* ---- vgpud, when it runs on the node ------------------------------------------------------------ */
+
+/* One HTTP/1.1 request over vgpud's unix socket; the body of the answer into `out`. Returns the status
+ * code, or -1 when vgpud cannot be reached. */
+static int vgpud_request(const char* method, const char* path, const char* body, char* out, size_t size) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_un address;
+  memset(&address, 0, sizeof address);
+  address.sun_family = AF_UNIX;
+  if (strlen(g_socket) >= sizeof address.sun_path) {
+    close(fd);
+    return -1;
+  }
+  memcpy(address.sun_path, g_socket, strlen(g_socket) + 1);
+  if (connect(fd, (struct sockaddr*)&address, sizeof address) != 0) {
+    close(fd);
+    return -1;
+  }
+  char request[8192];
+  const int length = snprintf(request, sizeof request,
+                              "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                              "Content-Length: %zu\r\n\r\n%s",
+                              method, path, body ? strlen(body) : 0, body ? body : "");
+  if (length < 0 || (size_t)length >= sizeof request || write(fd, request, (size_t)length) != length) {
+    close(fd);
+    return -1;
+  }
+  static char reply[65536];
+  size_t got = 0;
+  ssize_t n = 0;
+  while (got + 1 < sizeof reply && (n = read(fd, reply + got, sizeof reply - 1 - got)) > 0) got += (size_t)n;
+  close(fd);
+  reply[got] = '\0';
+  int status = -1;
+  if (sscanf(reply, "HTTP/1.%*d %d", &status) != 1) return -1;
+  const char* start = strstr(reply, "\r\n\r\n");
+  snprintf(out, size, "%s", start ? start + 4 : "");
+  return status;
+}
+
+/* The string value of "key": "value" in flat JSON (vgpud's values here have no escapes). */
+static int json_string(const char* json, const char* key, char* out, size_t size) {
+  char pattern[128];
+  snprintf(pattern, sizeof pattern, "\"%s\":\"", key);
+  const char* at = strstr(json, pattern);
+  if (at == NULL) return -1;
+  at += strlen(pattern);
+  const char* end = strchr(at, '"');
+  if (end == NULL || (size_t)(end - at) >= size) return -1;
+  memcpy(out, at, (size_t)(end - at));
+  out[end - at] = '\0';
+  return 0;
+}
+
+static void state_file(uint32_t job, char* out, size_t size) { snprintf(out, size, "%s/job-%u.env", g_state_dir, job); }
+
+/* Registers the job with vgpud as a slice on behalf of its user; leaves vgpud's slice id and region
+ * in the state file for the job's tasks and epilog. 0 when registered, -1 when vgpud is not there or
+ * refused (the plugin then keeps the job's books itself). */
+static int register_with_vgpud(uint32_t job, uid_t uid, gid_t gid) {
+  struct stat st;
+  if (stat(g_socket, &st) != 0) return -1;
+  char gpu[32] = "";
+  const char* gpus = getenv("SLURM_JOB_GPUS"); /* the prolog's environment names the job's GPUs */
+  if (gpus != NULL) snprintf(gpu, sizeof gpu, "%.*s", (int)strcspn(gpus, ","), gpus);
+  char body[1024];
+  int n = snprintf(body, sizeof body, "{\"name\":\"slurm-%u\",\"on_behalf_of\":{\"uid\":%u,\"gid\":%u,\"job_id\":\"%u\"}",
+                   job, (unsigned)uid, (unsigned)gid, job);
+  if (gpu[0] != '\0') n += snprintf(body + n, sizeof body - (size_t)n, ",\"gpu\":%s", gpu);
+  if (g_memory != 0) n += snprintf(body + n, sizeof body - (size_t)n, ",\"memory\":%llu", (unsigned long long)g_memory);
+  if (g_compute > 0) n += snprintf(body + n, sizeof body - (size_t)n, ",\"compute\":%.6f", g_compute);
+  /* The isolation the tasks get (intercept by default): vgpud then makes the slice's accounting region. */
+  n += snprintf(body + n, sizeof body - (size_t)n, ",\"isolation\":\"%s\"", g_isolation[0] != '\0' ? g_isolation : "intercept");
+  snprintf(body + n, sizeof body - (size_t)n, "}");
+  char reply[65536];
+  const int status = vgpud_request("POST", "/v1/slices", body, reply, sizeof reply);
+  char id[128];
+  char region[256];
+  const int have_id = json_string(reply, "id", id, sizeof id) == 0;
+  if (status != 201 || !have_id || json_string(reply, VGPU_ENV_SHM_NAME, region, sizeof region) != 0) {
+    if (status == 201 && have_id) { /* made, but without an accounting region (isolation none or mps) */
+      char route[256];
+      char ignored[4096];
+      snprintf(route, sizeof route, "/v1/slices/%s", id);
+      (void)vgpud_request("DELETE", route, NULL, ignored, sizeof ignored);
+    }
+    if (status != -1) slurm_error("vgpu: job %u: vgpud gave no slice with a region (HTTP %d): %.300s; keeping its books here", job, status, reply);
+    return -1;
+  }
+  char gpu_region[256] = "";
+  (void)json_string(reply, VGPU_ENV_GPU_SHM_NAME, gpu_region, sizeof gpu_region);
+  mkdir(g_state_dir, 0755);
+  char path[MAX_PATH + 64];
+  state_file(job, path, sizeof path);
+  FILE* f = fopen(path, "w");
+  if (f == NULL) {
+    slurm_error("vgpu: job %u: cannot write %s: %s", job, path, strerror(errno));
+    char route[256];
+    snprintf(route, sizeof route, "/v1/slices/%s", id);
+    (void)vgpud_request("DELETE", route, NULL, reply, sizeof reply);
+    return -1;
+  }
+  fprintf(f, "id=%s\nregion=%s\ngpu_region=%s\n", id, region, gpu_region);
+  fclose(f);
+  chmod(path, 0644);
+  return 0;
+}
+
+/* vgpud's slice of the job, from the state file: its id and regions ("" when the job has none). */
+static int read_state(uint32_t job, char* id, char* region, char* gpu_region, size_t size) {
+  char path[MAX_PATH + 64];
+  state_file(job, path, sizeof path);
+  FILE* f = fopen(path, "r");
+  if (f == NULL) return -1;
+  char line[512];
+  id[0] = region[0] = gpu_region[0] = '\0';
+  while (fgets(line, sizeof line, f) != NULL) {
+    line[strcspn(line, "\n")] = '\0';
+    if (strncmp(line, "id=", 3) == 0) snprintf(id, size, "%s", line + 3);
+    if (strncmp(line, "region=", 7) == 0) snprintf(region, size, "%s", line + 7);
+    if (strncmp(line, "gpu_region=", 11) == 0) snprintf(gpu_region, size, "%s", line + 11);
+  }
+  fclose(f);
+  return id[0] != '\0' && region[0] != '\0' ? 0 : -1;
+}
+
 int slurm_spank_job_prolog(spank_t sp, int argc, char** argv) {
   if (parse_arguments(argc, argv) != 0 || read_options(sp) != 0) return -1;
   if (g_memory == 0 && g_compute < 0 && g_isolation[0] == '\0') return 0; /* not a vGPU job */
@@ -216,6 +351,7 @@ int slurm_spank_job_prolog(spank_t sp, int argc, char** argv) {
     slurm_error("vgpu: job %u: cannot read its user", job);
     return -1;
   }
+  if (register_with_vgpud(job, uid, gid) == 0) return 0; /* vgpud keeps the job's books */
   char name[64];
   region_name(job, name, sizeof name);
   const int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -244,10 +380,26 @@ int slurm_spank_job_prolog(spank_t sp, int argc, char** argv) {
 }
 
 int slurm_spank_job_epilog(spank_t sp, int argc, char** argv) {
-  (void)argc;
-  (void)argv;
+  if (parse_arguments(argc, argv) != 0) return -1;
   uint32_t job = 0;
   if (job_id(sp, &job) != 0) return -1;
+  char id[256];
+  char region[256];
+  char gpu_region[256];
+  if (read_state(job, id, region, gpu_region, sizeof id) == 0) {
+    char route[320];
+    char reply[4096];
+    snprintf(route, sizeof route, "/v1/slices/%s", id);
+    const int status = vgpud_request("DELETE", route, NULL, reply, sizeof reply);
+    char path[MAX_PATH + 64];
+    state_file(job, path, sizeof path);
+    unlink(path);
+    if (status != 204 && status != 200 && status != 404) {
+      slurm_error("vgpu: job %u: vgpud did not end slice %s (HTTP %d): %.300s", job, id, status, reply);
+      return -1;
+    }
+    return 0;
+  }
   char name[64];
   region_name(job, name, sizeof name);
   if (shm_unlink(name) != 0 && errno != ENOENT) {
@@ -350,9 +502,15 @@ int slurm_spank_task_init(spank_t sp, int argc, char** argv) {
     if (compute < 0) compute = shard_share > 1.0 ? 1.0 : shard_share;
   }
   const char* isolation = g_isolation[0] != '\0' ? g_isolation : "intercept";
-  char name[64];
+  char name[256];
   char text[64];
-  region_name(job, name, sizeof name);
+  char id[256];
+  char gpu_region[256];
+  if (read_state(job, id, name, gpu_region, sizeof name) == 0) { /* vgpud's slice and regions */
+    if (gpu_region[0] != '\0') spank_setenv(sp, VGPU_ENV_GPU_SHM_NAME, gpu_region, 1);
+  } else {
+    region_name(job, name, sizeof name);
+  }
   spank_setenv(sp, VGPU_ENV_SHM_NAME, name, 1);
   snprintf(text, sizeof text, "slurm-%u", job);
   spank_setenv(sp, VGPU_ENV_ID, text, 1);

@@ -4,9 +4,9 @@
 # 4 shards each. Jobs run the fake-driver CUDA program (tests/fakes/cuda_app.cpp) under the plugin
 # and the real libvgpu-cuda.so. Exit 77 (CTest: skipped) when not root or Slurm is not installed.
 #
-#   slurm_test.sh SPANK_PLUGIN LIBVGPU_CUDA CUDA_APP FAKE_CUDA_DIR
+#   slurm_test.sh SPANK_PLUGIN LIBVGPU_CUDA CUDA_APP FAKE_CUDA_DIR VGPUD
 set -uo pipefail
-plugin=$1 library=$2 app=$3 fake=$4
+plugin=$1 library=$2 app=$3 fake=$4 vgpud=$5
 
 skip() { echo "SKIP: $*"; exit 77; }
 [[ $(id -u) -eq 0 ]] || skip "needs root (slurmd runs jobs as their users)"
@@ -30,6 +30,7 @@ cleanup() {
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null
   done
+  [[ -n "${vgpud_pid:-}" ]] && kill "$vgpud_pid" 2>/dev/null
   [[ -n "$munge_pid" ]] && kill "$munge_pid" 2>/dev/null
   rm -f /dev/shm/vgpu-slurm-job-* 2>/dev/null
   rm -rf "$work"
@@ -94,7 +95,8 @@ Name=gpu File=$work/dev/nvidia1
 Name=shard Count=4 File=$work/dev/nvidia0
 Name=shard Count=4 File=$work/dev/nvidia1
 EOF
-echo "required $plugin lib=$library shard_memory=1G shards_per_gpu=4 mode=env" >"$work/plugstack.conf"
+echo "required $plugin lib=$library shard_memory=1G shards_per_gpu=4 mode=env socket=$work/vgpud.sock" \
+  "state_dir=$work/vgpu-slurm" >"$work/plugstack.conf"
 export SLURM_CONF=$work/slurm.conf
 
 slurmctld -D -c -i -f "$SLURM_CONF" >"$work/log/slurmctld.out" 2>&1 &
@@ -211,6 +213,35 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [[ -z "$left" ]] && pass "the epilog removed every job's region" || fail "left in /dev/shm: $left"
+
+# 11. With vgpud on the node (started only now: every check above ran without it), a job's slice is
+#     registered with it, on behalf of the job's user and by job id, its use visible there, and ended
+#     with the job.
+"$vgpud" --socket "$work/vgpud.sock" --state-dir "$work/vgpud" --backend sim --sim-gpus 2x80GB \
+  >"$work/log/vgpud.out" 2>&1 &
+vgpud_pid=$!
+for _ in $(seq 1 300); do
+  curl -sf --unix-socket "$work/vgpud.sock" http://localhost/v1/health >/dev/null 2>&1 && break
+  sleep 0.1
+done
+timeout 60 srun -n1 --gres=shard:2 --vgpu-memory=1G --export=ALL,LD_LIBRARY_PATH="$fake" \
+  "$app" dlsym alloc:600000000 hold >"$work/held.out" 2>&1 &
+holder=$!
+wait_for_alloc "$work/held.out"
+slices=$(curl -s --unix-socket "$work/vgpud.sock" "http://localhost/v1/slices?all=1")
+used=$(python3 -c 'import json,sys; s=[x for x in json.loads(sys.argv[1]) if x.get("name","").startswith("slurm-")]; \
+print(s[0]["memory_used_bytes"] if s else -1, s[0]["memory_limit_bytes"] if s else -1)' "$slices" 2>&1)
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+[[ "$used" == "600000000 $GIB" ]] && pass "the job's slice is registered with vgpud (use and limit seen there)" ||
+  fail "vgpud registration: used/limit '$used'; slices $slices; $(cat "$work/held.out")"
+gone=""
+for _ in $(seq 1 300); do
+  slices=$(curl -s --unix-socket "$work/vgpud.sock" "http://localhost/v1/slices?all=1")
+  grep -q '"slurm-' <<<"$slices" || { gone=yes; break; }
+  sleep 0.1
+done
+[[ -n "$gone" ]] && pass "the epilog ended the job's vgpud slice" || fail "vgpud slice left: $slices"
 
 if [[ $failures -ne 0 ]]; then
   echo "--- slurmd.log"; tail -30 "$work/log/slurmd.log"

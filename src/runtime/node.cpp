@@ -8,6 +8,11 @@
 #include <cstdlib>
 #include <fmt/format.h>
 #include <mutex>
+#include <string>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <utility>
+#include <vector>
 
 namespace apt::vgpu::runtime {
 namespace {
@@ -21,6 +26,30 @@ std::vector<std::uint64_t> gpu_memory(const device::Backend& backend) {
 std::mutex& default_mutex() {
   static std::mutex m;
   return m;
+}
+
+// A Node's per-GPU pacing regions are unlinked by its destructor, but a Node kept alive to the end
+// (Python does not promise to destroy every object at exit) never runs it, and its regions stayed in
+// /dev/shm (dozens accumulated over a day of test runs). Names are also kept here and unlinked when
+// the process that made them exits normally; an immortal list, since static destructors (a default
+// Node's among them) may run after an atexit handler. Forked children exiting leave the parent's.
+struct ExitSweep {
+  std::mutex mutex;
+  std::vector<std::pair<pid_t, std::string>> names;
+};
+ExitSweep& exit_sweep() {
+  static ExitSweep* sweep = [] {
+    auto* s = new ExitSweep;
+    std::atexit([] {
+      ExitSweep& e = exit_sweep();
+      std::lock_guard lock(e.mutex);
+      for (const auto& [pid, name] : e.names) {
+        if (pid == ::getpid()) (void)::shm_unlink(name.c_str());
+      }
+    });
+    return s;
+  }();
+  return *sweep;
 }
 
 std::shared_ptr<Node>& default_slot() {
@@ -113,6 +142,9 @@ std::string Node::gpu_region(std::uint32_t gpu) {
   if (it == gpu_regions_.end()) {
     try {
       it = gpu_regions_.emplace(gpu, AccountingRegion::create(RegionKind::gpu, fmt::format("/vgpu-gpu-{}", gpu), 0)).first;
+      ExitSweep& sweep = exit_sweep();
+      std::lock_guard sweep_lock(sweep.mutex);
+      sweep.names.emplace_back(::getpid(), it->second.name());
     } catch (const Error& e) {
       log::warn(fmt::format("GPU {}: no pacing region, so intercept slices cannot burst: {}", gpu, e.what()));
       return {};

@@ -13,7 +13,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <thread>
+#include <unistd.h>
 
 namespace apt::vgpu::runtime {
 namespace {
@@ -384,6 +387,43 @@ TEST(VirtualGPU, DefaultNodeIsOpenedFromTheEnvironment) {
   EXPECT_EQ(v.node().backend().gpu_count(), 2U);
   EXPECT_EQ(v.device(), "sim:1");
   Node::set_default_node(nullptr);
+}
+
+}  // namespace
+}  // namespace apt::vgpu::runtime
+
+namespace apt::vgpu::runtime {
+namespace {
+
+TEST(NodeRegions, APacingRegionIsRemovedWhenItsProcessExitsWithTheNodeStillAlive) {
+  // Python does not destroy every object at exit: a Node kept alive to the end never ran its
+  // destructor, and its per-GPU pacing region stayed in /dev/shm.
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(out[0]);
+    device::SimConfig config;
+    config.gpu_count = 1;
+    auto* kept = new std::shared_ptr<Node>(std::make_shared<Node>(std::make_unique<device::SimBackend>(config),
+                                                                  LedgerOptions{8, 1.0}));
+    const std::string name = (*kept)->gpu_region(0);
+    (void)!::write(out[1], name.data(), name.size());
+    ::close(out[1]);
+    std::exit(0);  // a normal exit: atexit handlers and static destructors run; *kept is never destroyed
+  }
+  ::close(out[1]);
+  char buffer[256] = {};
+  const ssize_t n = ::read(out[0], buffer, sizeof buffer - 1);
+  ::close(out[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_GT(n, 0);
+  const std::string name(buffer, static_cast<std::size_t>(n));
+  ASSERT_EQ(name.rfind("/vgpu-gpu-0-", 0), 0U) << name;
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm" + name)) << name << " outlived the process that made it";
+  (void)::shm_unlink(name.c_str());
 }
 
 }  // namespace

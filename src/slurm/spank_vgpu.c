@@ -268,6 +268,14 @@ static int json_string(const char* json, const char* key, char* out, size_t size
   return 0;
 }
 
+/* Copies `src` into `out` (size bytes), cut to fit. */
+static void copy_field(char* out, size_t size, const char* src) {
+  size_t n = strlen(src);
+  if (n >= size) n = size - 1;
+  memcpy(out, src, n);
+  out[n] = '\0';
+}
+
 static void state_file(uint32_t job, char* out, size_t size) { snprintf(out, size, "%s/job-%u.env", g_state_dir, job); }
 
 /* Registers the job with vgpud as a slice on behalf of its user; leaves vgpud's slice id and region
@@ -332,9 +340,9 @@ static int read_state(uint32_t job, char* id, char* region, char* gpu_region, si
   id[0] = region[0] = gpu_region[0] = '\0';
   while (fgets(line, sizeof line, f) != NULL) {
     line[strcspn(line, "\n")] = '\0';
-    if (strncmp(line, "id=", 3) == 0) snprintf(id, size, "%s", line + 3);
-    if (strncmp(line, "region=", 7) == 0) snprintf(region, size, "%s", line + 7);
-    if (strncmp(line, "gpu_region=", 11) == 0) snprintf(gpu_region, size, "%s", line + 11);
+    if (strncmp(line, "id=", 3) == 0) copy_field(id, size, line + 3);
+    if (strncmp(line, "region=", 7) == 0) copy_field(region, size, line + 7);
+    if (strncmp(line, "gpu_region=", 11) == 0) copy_field(gpu_region, size, line + 11);
   }
   fclose(f);
   return id[0] != '\0' && region[0] != '\0' ? 0 : -1;

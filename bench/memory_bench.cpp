@@ -11,7 +11,8 @@
 //
 // Allocators: TlsfArena (ours), BinnedOffsetAllocator (our model of
 // OffsetAllocator's design), BestFitFreeList (our model of RMM's pool design),
-// and the whole GPUMemoryManager.
+// and the whole GPUMemoryManager. The churn benchmarks take /LIVE/0 for uniform
+// sizes and /LIVE/1 for log-uniform ones.
 #include "best_fit_free_list.hpp"
 #include "binned_offset_allocator.hpp"
 
@@ -194,16 +195,16 @@ void BM_BinnedOffsetTrainingTrace(benchmark::State& state) {
 // The whole manager (handles, tenants, chunk accounting, mutex) over the none backing.
 void BM_ManagerAllocFree(benchmark::State& state) {
   apt::vgpu::memory::MemoryManagerOptions o;
-  o.pool_size = kCapacity;
+  o.pool_size = capacity_for(state.range(1));
   o.backing = apt::vgpu::memory::BackingKind::none;
   o.gc_idle = std::chrono::hours(1);
   apt::vgpu::memory::GPUMemoryManager manager(o);
   std::vector<apt::vgpu::memory::MemoryBlock> blocks;
-  for (std::uint64_t s : random_sizes(static_cast<std::size_t>(state.range(0)), 1)) {
+  for (std::uint64_t s : random_sizes(static_cast<std::size_t>(state.range(0)), 1, state.range(1))) {
     blocks.push_back(manager.allocate(s));
   }
   churn(state, blocks, [&](const apt::vgpu::memory::MemoryBlock& b) { manager.free(b); },
-        [&](std::uint64_t size) { return manager.allocate(size); });
+        [&](std::uint64_t size) { return manager.allocate(size); }, state.range(1));
 }
 
 BENCHMARK(BM_TlsfAllocFree)->ArgsProduct({{1000, 10000, 100000}, {kUniform, kLogUniform}});
@@ -211,7 +212,7 @@ BENCHMARK(BM_BinnedOffsetAllocFree)->ArgsProduct({{1000, 10000, 100000}, {kUnifo
 BENCHMARK(BM_BestFitFreeListAllocFree)->Arg(1000)->Arg(10000)->Arg(100000);
 BENCHMARK(BM_TlsfTrainingTrace);
 BENCHMARK(BM_BinnedOffsetTrainingTrace);
-BENCHMARK(BM_ManagerAllocFree)->Arg(1000)->Arg(10000)->Arg(100000);
+BENCHMARK(BM_ManagerAllocFree)->ArgsProduct({{1000, 10000, 100000}, {kUniform, kLogUniform}});
 
 }  // namespace
 

@@ -55,6 +55,28 @@ class ChunkTable {
     const auto& page = pages_[chunk / kPageSize];
     return page ? page[chunk % kPageSize] : kUntouched;
   }
+  // Calls f(index, chunk) for chunks first..last, touching their pages; a page at a time, so a
+  // block over many chunks costs one lookup per 4096 of them, not one per chunk.
+  template <class F>
+  void for_range(std::uint64_t first, std::uint64_t last, F&& f) {
+    for (std::uint64_t c = first; c <= last;) {
+      auto& page = pages_[c / kPageSize];
+      if (!page) page = std::make_unique<Chunk[]>(kPageSize);
+      const std::uint64_t end = std::min(last, (c / kPageSize + 1) * kPageSize - 1);
+      Chunk* entries = page.get();
+      for (; c <= end; ++c) f(c, entries[c % kPageSize]);
+    }
+  }
+  // The same without touching pages: chunks on an untouched page are passed as empty ones.
+  template <class F>
+  void peek_range(std::uint64_t first, std::uint64_t last, F&& f) const {
+    static const Chunk kUntouched{};
+    for (std::uint64_t c = first; c <= last;) {
+      const auto& page = pages_[c / kPageSize];
+      const std::uint64_t end = std::min(last, (c / kPageSize + 1) * kPageSize - 1);
+      for (; c <= end; ++c) f(c, page ? page[c % kPageSize] : kUntouched);
+    }
+  }
   // Calls f(index, chunk) for every chunk on a touched page.
   template <class F>
   void for_each_touched(F&& f) const {
@@ -236,33 +258,38 @@ struct GPUMemoryManager::Impl {
     std::uint64_t run = 0;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> done;  // runs committed by this call
     try {
-      for (std::uint64_t c = first; c <= last; ++c) {
-        if (!chunks.peek(c).committed) {
+      // The uncommitted runs, found without touching pages, then committed one by one; when one
+      // fails, those this call did commit go to the idle collector (below).
+      std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
+      chunks.peek_range(first, last, [&](std::uint64_t c, const ChunkTable::Chunk& state) {
+        if (!state.committed) {
           if (run == 0) run_start = c;
           ++run;
         } else if (run != 0) {
-          commit_run(run_start, run);
-          done.emplace_back(run_start, run);
+          runs.emplace_back(run_start, run);
           run = 0;
         }
+      });
+      if (run != 0) runs.emplace_back(run_start, run);
+      for (std::size_t i = 0; i < runs.size(); ++i) {
+        commit_run(runs[i].first, runs[i].second);
+        if (i + 1 < runs.size()) done.push_back(runs[i]);  // the last one is not `done` until all are
       }
-      if (run != 0) commit_run(run_start, run);
     } catch (...) {
       for (const auto& [start, count] : done) {
         for (std::uint64_t c = start; c < start + count; ++c) queue_empty(c, chunks.at(c));
       }
       throw;
     }
-    for (std::uint64_t c = first; c <= last; ++c) ++chunks.at(c).refs;
+    chunks.for_range(first, last, [](std::uint64_t, ChunkTable::Chunk& state) { ++state.refs; });
     note_peaks();
   }
   void unplace(std::uint64_t offset, std::uint64_t size) {
     const std::uint64_t first = offset >> chunk_shift;
     const std::uint64_t last = (offset + size - 1) >> chunk_shift;
-    for (std::uint64_t c = first; c <= last; ++c) {
-      ChunkTable::Chunk& state = chunks.at(c);
+    chunks.for_range(first, last, [this](std::uint64_t c, ChunkTable::Chunk& state) {
       if (--state.refs == 0) queue_empty(c, state);
-    }
+    });
   }
   std::uint64_t collect(std::chrono::milliseconds idle) {
     const auto at = now();

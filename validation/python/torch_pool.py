@@ -14,9 +14,8 @@ import ctypes
 import json
 import sys
 import threading
-import time
 
-from cuda_torch import torch_with_cuda
+from cuda_torch import replay_trace, torch_with_cuda
 
 MIB = 1 << 20
 
@@ -78,26 +77,7 @@ def main() -> int:
     del y, a
     torch.cuda.synchronize()
 
-    events = []
-    with open(trace_path) as trace:
-        for line in trace:
-            if line.strip() and not line.startswith("#"):
-                f = line.split()
-                events.append((f[0] == "a", int(f[1]), int(f[2]) if f[0] == "a" else 0))
-    live, failures = {}, 0
-    torch.cuda.synchronize()
-    start = time.perf_counter_ns()
-    for allocate, ident, size in events:
-        if allocate:
-            try:
-                live[ident] = torch.empty(size, dtype=torch.uint8, device="cuda")
-            except torch.OutOfMemoryError:
-                failures += 1
-        else:
-            live.pop(ident, None)
-    torch.cuda.synchronize()
-    result["trace"] = {"events": len(events), "ns_per_op": (time.perf_counter_ns() - start) / max(1, len(events)),
-                       "failures": failures}
+    result["trace"] = replay_trace(torch, trace_path)
     print(json.dumps(result))
     return 0
 

@@ -254,30 +254,27 @@ struct GPUMemoryManager::Impl {
     stats.peak_address = std::max(stats.peak_address, offset + size);
     const std::uint64_t first = offset >> chunk_shift;
     const std::uint64_t last = (offset + size - 1) >> chunk_shift;
+    // The uncommitted runs, found without touching pages, then committed one by one; when one
+    // fails, those this call did commit go to the idle collector.
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
     std::uint64_t run_start = 0;
     std::uint64_t run = 0;
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> done;  // runs committed by this call
-    try {
-      // The uncommitted runs, found without touching pages, then committed one by one; when one
-      // fails, those this call did commit go to the idle collector (below).
-      std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
-      chunks.peek_range(first, last, [&](std::uint64_t c, const ChunkTable::Chunk& state) {
-        if (!state.committed) {
-          if (run == 0) run_start = c;
-          ++run;
-        } else if (run != 0) {
-          runs.emplace_back(run_start, run);
-          run = 0;
-        }
-      });
-      if (run != 0) runs.emplace_back(run_start, run);
-      for (std::size_t i = 0; i < runs.size(); ++i) {
-        commit_run(runs[i].first, runs[i].second);
-        if (i + 1 < runs.size()) done.push_back(runs[i]);  // the last one is not `done` until all are
+    chunks.peek_range(first, last, [&](std::uint64_t c, const ChunkTable::Chunk& state) {
+      if (!state.committed) {
+        if (run == 0) run_start = c;
+        ++run;
+      } else if (run != 0) {
+        runs.emplace_back(run_start, run);
+        run = 0;
       }
+    });
+    if (run != 0) runs.emplace_back(run_start, run);
+    std::size_t committed = 0;  // runs[0, committed) are committed
+    try {
+      for (; committed < runs.size(); ++committed) commit_run(runs[committed].first, runs[committed].second);
     } catch (...) {
-      for (const auto& [start, count] : done) {
-        for (std::uint64_t c = start; c < start + count; ++c) queue_empty(c, chunks.at(c));
+      for (std::size_t i = 0; i < committed; ++i) {
+        for (std::uint64_t c = runs[i].first; c < runs[i].first + runs[i].second; ++c) queue_empty(c, chunks.at(c));
       }
       throw;
     }

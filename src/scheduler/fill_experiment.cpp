@@ -378,6 +378,7 @@ class Placer {
         const bool ours = placement_ == Placement::fgd_stranding;
         const Fragmentation& frag = ours ? stranding_ : fgd_;
         const double before = ours ? frag_before_stranding : frag_before_fgd;
+        const double stranded_before = ours ? stranded_gpus(s) : 0.0;  // the same for every GPU a share may take
         auto evaluate = [&](int share_left) {
           const StateKey placed = after(s, p, share_left);
           const double delta = before - frag.of(placed);
@@ -389,7 +390,7 @@ class Placer {
             // the node's CPU left can serve) the whole range of fgd's score, so fragmentation only
             // decides among placements that strand equally; then best fit instead of the name.
             // The same rule places CPU-only pods: they go where their CPU strands no GPU.
-            c.score -= kStrandedGpuCost * (stranded_gpus(placed) - stranded_gpus(s));
+            c.score -= kStrandedGpuCost * (stranded_gpus(placed) - stranded_before);
             c.tie = best_fit_raw(s, p);
           }
           c.share_left = share_left;

@@ -222,10 +222,9 @@ class VirtualGPU:
         _, frame = stack.pop()
         if frame["pool"] is not None:
             # Back to the enclosing vGPU's scope, or none.
-            outer = next((f for _, f in reversed(stack) if f.get("pool") is not None), None)
+            outer = next((v for v, f in reversed(stack) if f["pool"] is not None), None)
             if outer is not None:
-                vgpu = next(v for v, f in reversed(stack) if f is outer)
-                frame["pool"].vgpu_torch_set_scope(vgpu.name.encode(), vgpu.memory_limit or 0, 1)
+                frame["pool"].vgpu_torch_set_scope(outer.name.encode(), outer.memory_limit or 0, 1)
             else:
                 frame["pool"].vgpu_torch_clear_scope(1)
         if frame["fraction"] is not None:

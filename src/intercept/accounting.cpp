@@ -172,7 +172,11 @@ bool open_region() {
   return true;
 }
 
-std::uint64_t limit() { return __atomic_load_n(&g_region->memory_limit, __ATOMIC_ACQUIRE); }
+// A hardened Slurm job's limit is the root-owned file's, not the region's: the region is the job's
+// to write.
+std::uint64_t limit() {
+  return g_config.hardened ? g_config.memory_limit : __atomic_load_n(&g_region->memory_limit, __ATOMIC_ACQUIRE);
+}
 std::uint64_t used() { return vgpu_shm_region_used(g_region); }
 
 bool try_admit(std::uint64_t bytes) {

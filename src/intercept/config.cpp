@@ -1,6 +1,7 @@
 // See config.hpp.
 #include "config.hpp"
 
+#include "hardened.hpp"
 #include "process_identity.hpp"
 
 #include <apt/vgpu/intercept/abi.h>
@@ -53,6 +54,19 @@ void read_config() {
   if (const char* level = std::getenv(VGPU_ENV_LOG_LEVEL)) {
     const std::string v(level);
     c.level = v == "error" ? Level::error : v == "warn" ? Level::warn : v == "info" ? Level::info : v == "debug" ? Level::debug : Level::notice;
+  }
+  // In a hardened Slurm job the job's root-owned limits file decides, and the environment, which
+  // the job's user controls, is not read for anything that limits.
+  switch (read_hardened_limits(c)) {
+    case HardenedLimits::applied:
+      c.configured = c.memory_limited || c.pacing;
+      return;
+    case HardenedLimits::broken:
+      c.broken = true;
+      c.configured = true;
+      return;
+    case HardenedLimits::none:
+      break;
   }
   if (const char* id = std::getenv(VGPU_ENV_ID); id != nullptr && *id != '\0') c.id = id;
   if (const char* shm = std::getenv(VGPU_ENV_SHM_NAME); shm != nullptr) c.shm_name = shm;

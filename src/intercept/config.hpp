@@ -1,7 +1,8 @@
 // Configuration of libvgpu-cuda.so and its log.
 //
 // The configuration is read once from the environment (the contract in
-// include/apt/vgpu/intercept/abi.h) by read_config(), which init() runs under a
+// include/apt/vgpu/intercept/abi.h), or in a hardened Slurm job from the job's
+// limits file (hardened.hpp), by read_config(), which init() runs under a
 // pthread_once before any hook does its work. It is read-only afterwards, so
 // every thread reads g_config without a lock. A value that cannot be used marks
 // the configuration broken: every CUDA call then fails rather than the process
@@ -19,6 +20,7 @@ enum class Level { error = 0, warn = 1, notice = 2, info = 3, debug = 4 };
 struct Config {
   bool configured = false;   // any limit applies
   bool broken = false;       // configuration invalid: refuse CUDA calls
+  bool hardened = false;     // limits from a hardened Slurm job's root-owned file (hardened.hpp)
   bool memory_limited = false;
   std::uint64_t memory_limit = 0;
   bool context_bytes_set = false;  // VGPU_CONTEXT_BYTES given; otherwise measured through NVML
@@ -41,7 +43,8 @@ void log(Level level, const char* format, ...) __attribute__((format(printf, 2, 
 // A decimal byte count; false for anything else (signs, spaces, units, overflow).
 bool parse_u64(const char* text, std::uint64_t& out);
 
-// Reads the environment into g_config; problems are logged and mark it broken.
+// Reads the environment (or a hardened Slurm job's limits) into g_config; problems are logged
+// and mark it broken.
 void read_config();
 
 std::int64_t monotonic_ns();

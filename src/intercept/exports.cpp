@@ -44,7 +44,7 @@ void init() {
     log(Level::info, "compute share %.3f%s", c.compute_share, c.burst ? " (burst into idle time allowed)" : "");
   }
   if (c.memory_limited && !c.broken) {
-    log(Level::info, "memory limit %llu bytes (region %s)", static_cast<unsigned long long>(g_region->memory_limit),
+    log(Level::info, "memory limit %llu bytes (region %s)", static_cast<unsigned long long>(limit()),
         c.shm_name.empty() ? "private" : c.shm_name.c_str());
   }
 }

@@ -2,7 +2,8 @@
  *
  * Options (srun, sbatch, salloc): --vgpu-memory=SIZE, --vgpu-compute=RATIO,
  * --vgpu-isolation=intercept|mps|none. plugstack.conf arguments: lib=PATH (libvgpu-cuda.so),
- * shard_memory=SIZE (memory per GRES shard), shards_per_gpu=N (default 4), mode=env (hardened: not yet).
+ * shard_memory=SIZE (memory per GRES shard), shards_per_gpu=N (default 4), socket=PATH (vgpud),
+ * state_dir=PATH, mode=env|hardened, cgroup=DIR (hardened mode's cgroup hierarchy).
  *
  * Where things happen:
  *   srun/sbatch/salloc (local, allocator)  option values are checked; a bad one stops the
@@ -14,7 +15,13 @@
  *                                           (shards) and the options; a request above the
  *                                           shards is refused; the task's environment binds it to
  *                                           the region (VGPU_*, LD_PRELOAD of libvgpu-cuda.so).
- *   job epilog (slurmd, root)               the region is removed.
+ *   task start, hardened mode (slurmstepd,  the task is put in a cgroup named after the job (unless
+ *   root, before privileges drop)           Slurm's own cgroups name it), the job's limits are written
+ *                                           once into a root-owned file the library reads instead of
+ *                                           the environment; the task is refused if /etc/ld.so.preload
+ *                                           does not load the library.
+ *   job epilog (slurmd, root)               the region is removed (and, hardened, the limits file and
+ *                                           the cgroup).
  *
  * C, not C++: spank.h declares the callbacks outside an extern "C" block, and SPANK_PLUGIN's const
  * globals would get internal linkage in C++.
@@ -28,13 +35,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <apt/vgpu/intercept/abi.h>
+#include <apt/vgpu/intercept/slurm_job.h>
 
 SPANK_PLUGIN(vgpu, 1) /* the macro brings its own semicolon */
 
@@ -46,6 +56,8 @@ static uint64_t g_shard_memory = 0; /* bytes per shard; 0: no default memory lim
 static uint64_t g_shards_per_gpu = 4;
 static char g_socket[MAX_PATH] = "/run/vgpu/vgpud.sock"; /* vgpud's API, used when it exists */
 static char g_state_dir[MAX_PATH] = "/run/vgpu-slurm";    /* where the prolog leaves vgpud's answer */
+static int g_hardened = 0;                                /* mode=hardened */
+static char g_cgroup[MAX_PATH] = "";                      /* hardened: the hierarchy for job cgroups ("": found) */
 
 /* Option values, as given (0 / -1: not given). */
 static uint64_t g_memory = 0;
@@ -159,17 +171,14 @@ static int parse_arguments(int argc, char** argv) {
     } else if (strncmp(a, "state_dir=", 10) == 0) {
       snprintf(g_state_dir, sizeof g_state_dir, "%s", a + 10);
     } else if (strcmp(a, "mode=env") == 0) {
-      /* the only mode so far */
+      g_hardened = 0;
     } else if (strcmp(a, "mode=hardened") == 0) {
-      /* Not built yet: the limits would need a source a job's processes cannot write (the region is
-         theirs to write) and the library loaded without LD_PRELOAD (docs/slurm.md). Refused rather
-         than silently weaker. */
-      slurm_error("vgpu: plugstack.conf mode=hardened is not implemented yet; use mode=env (docs/slurm.md says what "
-                  "it does not stop)");
-      return -1;
+      g_hardened = 1;
+    } else if (strncmp(a, "cgroup=", 7) == 0) {
+      snprintf(g_cgroup, sizeof g_cgroup, "%s", a + 7);
     } else {
       slurm_error("vgpu: plugstack.conf argument '%s' is not one of lib=PATH, shard_memory=SIZE, shards_per_gpu=N, "
-                  "socket=PATH, state_dir=PATH, mode=env",
+                  "socket=PATH, state_dir=PATH, mode=env|hardened, cgroup=DIR",
                   a);
       return -1;
     }
@@ -348,21 +357,13 @@ static int read_state(uint32_t job, char* id, char* region, char* gpu_region, si
   return id[0] != '\0' && region[0] != '\0' ? 0 : -1;
 }
 
-int slurm_spank_job_prolog(spank_t sp, int argc, char** argv) {
-  if (parse_arguments(argc, argv) != 0 || read_options(sp) != 0) return -1;
-  if (g_memory == 0 && g_compute < 0 && g_isolation[0] == '\0') return 0; /* not a vGPU job */
-  uint32_t job = 0;
-  uid_t uid = 0;
-  gid_t gid = 0;
-  if (job_id(sp, &job) != 0) return -1;
-  if (spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_GID, &gid) != ESPANK_SUCCESS) {
-    slurm_error("vgpu: job %u: cannot read its user", job);
-    return -1;
-  }
-  if (register_with_vgpud(job, uid, gid) == 0) return 0; /* vgpud keeps the job's books */
+/* Creates the job's accounting region, owned by the job's user, with `memory` as its limit (0: the
+ * first task brings it). 0 when created or already there, -1 (logged) otherwise. */
+static int create_region(uint32_t job, uid_t uid, gid_t gid, uint64_t memory) {
   char name[64];
   region_name(job, name, sizeof name);
   const int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EEXIST) return 0;
   if (fd < 0) {
     slurm_error("vgpu: job %u: cannot create its accounting region %s: %s", job, name, strerror(errno));
     return -1;
@@ -373,7 +374,7 @@ int slurm_spank_job_prolog(spank_t sp, int argc, char** argv) {
     if (r != MAP_FAILED) {
       memset(r, 0, sizeof *r);
       r->abi_version = VGPU_ABI_VERSION;
-      r->memory_limit = g_memory; /* 0: the first task brings the limit from the shards */
+      r->memory_limit = memory;
       __atomic_store_n(&r->magic, VGPU_SHM_MAGIC, __ATOMIC_RELEASE);
       munmap(r, sizeof *r);
       rc = fchown(fd, uid, gid);
@@ -387,10 +388,191 @@ int slurm_spank_job_prolog(spank_t sp, int argc, char** argv) {
   return rc;
 }
 
+int slurm_spank_job_prolog(spank_t sp, int argc, char** argv) {
+  if (parse_arguments(argc, argv) != 0 || read_options(sp) != 0) return -1;
+  if (g_memory == 0 && g_compute < 0 && g_isolation[0] == '\0') return 0; /* not a vGPU job (hardened: maybe by shards) */
+  uint32_t job = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  if (job_id(sp, &job) != 0) return -1;
+  if (spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_GID, &gid) != ESPANK_SUCCESS) {
+    slurm_error("vgpu: job %u: cannot read its user", job);
+    return -1;
+  }
+  if (register_with_vgpud(job, uid, gid) == 0) return 0; /* vgpud keeps the job's books */
+  return create_region(job, uid, gid, g_memory);
+}
+
+/* ---- hardened mode: limits the job cannot change ------------------------------------------------ */
+
+static void hardened_file(uint32_t job, const char* suffix, char* out, size_t size) {
+  snprintf(out, size, "%s/job_%u.%s", VGPU_HARDENED_DIR, job, suffix);
+}
+
+/* The hierarchy hardened jobs' cgroups go in: cgroup=DIR, or the cgroup v2 mount (/sys/fs/cgroup, or
+ * /sys/fs/cgroup/unified on a hybrid v1/v2 system). -1 when there is none. */
+#define CGROUP2_MAGIC 0x63677270
+static int cgroup_root(char* out, size_t size) {
+  if (g_cgroup[0] != '\0') {
+    snprintf(out, size, "%s", g_cgroup);
+    return 0;
+  }
+  const char* candidates[] = {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"};
+  for (size_t i = 0; i < 2; ++i) {
+    struct statfs fs;
+    if (statfs(candidates[i], &fs) == 0 && fs.f_type == CGROUP2_MAGIC) {
+      snprintf(out, size, "%s", candidates[i]);
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* The job whose cgroup this process is in (0: none, -1 when its cgroups name several). */
+static long long own_job(void) {
+  char text[8192];
+  const int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  const ssize_t n = read(fd, text, sizeof text);
+  close(fd);
+  if (n <= 0) return 0;
+  int ambiguous = 0;
+  const unsigned long long job = vgpu_job_of_cgroups(text, (size_t)n, &ambiguous);
+  return ambiguous ? -1 : (long long)job;
+}
+
+/* Puts this task in a cgroup whose path names the job, which the job's user cannot leave, unless
+ * Slurm's own cgroups (proctrack/cgroup, task/cgroup) already name it. */
+static int enter_job_cgroup(uint32_t job) {
+  const long long current = own_job();
+  if (current == (long long)job) return 0;
+  if (current != 0) {
+    slurm_error("vgpu: job %u: this task's cgroups name %s; refusing to start it in mode=hardened", job,
+                current < 0 ? "several jobs" : "another job");
+    return -1;
+  }
+  char root[MAX_PATH];
+  if (cgroup_root(root, sizeof root) != 0) {
+    slurm_error("vgpu: job %u: mode=hardened needs a cgroup hierarchy for the job (no cgroup v2 at /sys/fs/cgroup "
+                "or /sys/fs/cgroup/unified); give plugstack.conf cgroup=DIR, or use Slurm's proctrack/cgroup",
+                job);
+    return -1;
+  }
+  char path[MAX_PATH + 64];
+  snprintf(path, sizeof path, "%s/vgpu_slurm", root);
+  if (mkdir(path, 0755) != 0 && errno != EEXIST) goto failed;
+  snprintf(path, sizeof path, "%s/vgpu_slurm/job_%u", root, job);
+  if (mkdir(path, 0755) != 0 && errno != EEXIST) goto failed;
+  snprintf(path, sizeof path, "%s/vgpu_slurm/job_%u/cgroup.procs", root, job);
+  const int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) goto failed;
+  char pid[32];
+  const int length = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+  const int wrote = (int)write(fd, pid, (size_t)length) == length;
+  close(fd);
+  if (!wrote) goto failed;
+  if (own_job() != (long long)job) {
+    slurm_error("vgpu: job %u: moved into %s but /proc/self/cgroup does not name the job", job, path);
+    return -1;
+  }
+  return 0;
+failed:
+  slurm_error("vgpu: job %u: cannot put the task in cgroup %s: %s", job, path, strerror(errno));
+  return -1;
+}
+
+/* 0 when /etc/ld.so.preload loads the library (g_lib): then no process of the job runs without it. */
+static int library_preloaded(void) {
+  FILE* f = fopen("/etc/ld.so.preload", "r");
+  if (f == NULL) return -1;
+  char word[MAX_PATH];
+  int found = 0;
+  while (!found && fscanf(f, " %4095[^ \t\n:]", word) == 1) {
+    found = strcmp(word, g_lib) == 0;
+    (void)fscanf(f, "%*[ \t\n:]");
+  }
+  fclose(f);
+  return found ? 0 : -1;
+}
+
+/* The root-owned directory of the limits files, made if missing; -1 when it is not root's alone. */
+static int hardened_directory(uint32_t job) {
+  char parent[MAX_PATH];
+  snprintf(parent, sizeof parent, "%s", VGPU_HARDENED_DIR);
+  char* slash = strrchr(parent, '/');
+  /* chmod after mkdir: slurmd's umask must not leave the job's user unable to read its limits. */
+  if (slash != NULL && slash != parent) {
+    *slash = '\0';
+    if (mkdir(parent, 0755) == 0) (void)chmod(parent, 0755);
+  }
+  if (mkdir(VGPU_HARDENED_DIR, 0755) == 0) (void)chmod(VGPU_HARDENED_DIR, 0755);
+  struct stat st;
+  if (stat(VGPU_HARDENED_DIR, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & 022) != 0) {
+    slurm_error("vgpu: job %u: %s must be a directory owned by root and writable by root alone", job,
+                VGPU_HARDENED_DIR);
+    return -1;
+  }
+  return 0;
+}
+
+/* Writes the job's limits file once (the first task of the job); later tasks and steps find it and
+ * take the job's limits. Under a lock, so that two tasks starting at once write it once. */
+static int write_limits(uint32_t job, uid_t uid, gid_t gid, uint64_t memory, double compute, const char* region,
+                        const char* gpu_region, const char* uuid) {
+  if (hardened_directory(job) != 0) return -1;
+  char lock_path[MAX_PATH + 64];
+  char path[MAX_PATH + 64];
+  hardened_file(job, "lock", lock_path, sizeof lock_path);
+  hardened_file(job, "limits", path, sizeof path);
+  const int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (lock < 0 || flock(lock, LOCK_EX) != 0) {
+    slurm_error("vgpu: job %u: cannot lock %s: %s", job, lock_path, strerror(errno));
+    if (lock >= 0) close(lock);
+    return -1;
+  }
+  int rc = 0;
+  struct stat st;
+  if (lstat(path, &st) != 0) {
+    /* The region is made here when the prolog did not (a job limited by its shards alone). */
+    char own_region[64];
+    region_name(job, own_region, sizeof own_region);
+    if (strcmp(region, own_region) == 0) rc = create_region(job, uid, gid, memory);
+    char temporary[MAX_PATH + 64];
+    hardened_file(job, "limits.new", temporary, sizeof temporary);
+    FILE* f = rc == 0 ? fopen(temporary, "w") : NULL;
+    if (f != NULL) {
+      fprintf(f, "%s=%llu\n%s=%.6f\n%s=%s\n%s=%s\n%s=%s\n", VGPU_HARDENED_KEY_MEMORY_LIMIT, (unsigned long long)memory,
+              VGPU_HARDENED_KEY_COMPUTE_SHARE, compute > 0 ? compute : 1.0, VGPU_HARDENED_KEY_SHM_NAME, region,
+              VGPU_HARDENED_KEY_GPU_SHM_NAME, gpu_region, VGPU_HARDENED_KEY_GPU_UUID, uuid);
+      rc = fclose(f) == 0 && chmod(temporary, 0644) == 0 && rename(temporary, path) == 0 ? 0 : -1;
+    } else {
+      rc = -1;
+    }
+    if (rc != 0) slurm_error("vgpu: job %u: cannot write its limits %s: %s", job, path, strerror(errno));
+  }
+  close(lock);
+  return rc;
+}
+
+/* Removes what hardened mode made for the job: its limits, its lock and its cgroup (empty by now). */
+static void remove_hardened(uint32_t job) {
+  char path[MAX_PATH + 64];
+  hardened_file(job, "limits", path, sizeof path);
+  unlink(path);
+  hardened_file(job, "lock", path, sizeof path);
+  unlink(path);
+  char root[MAX_PATH];
+  if (cgroup_root(root, sizeof root) == 0) {
+    snprintf(path, sizeof path, "%s/vgpu_slurm/job_%u", root, job);
+    if (rmdir(path) != 0 && errno != ENOENT) slurm_error("vgpu: job %u: cannot remove cgroup %s: %s", job, path, strerror(errno));
+  }
+}
+
 int slurm_spank_job_epilog(spank_t sp, int argc, char** argv) {
   if (parse_arguments(argc, argv) != 0) return -1;
   uint32_t job = 0;
   if (job_id(sp, &job) != 0) return -1;
+  if (g_hardened) remove_hardened(job);
   char id[256];
   char region[256];
   char gpu_region[256];
@@ -481,50 +663,104 @@ static int first_gpu(spank_t sp, char* out, size_t size) {
   return -1;
 }
 
+/* The task's limits from the options and what Slurm scheduled (shards); -1 (logged) when the options
+ * ask for more than the shards hold. *memory 0 / *compute < 0: no such limit. */
+static int task_limits(spank_t sp, uint32_t job, uint64_t* memory, double* compute) {
+  const uint64_t shards = shards_on_node(sp);
+  *memory = g_memory;
+  *compute = g_compute;
+  if (shards == 0) return 0;
+  const uint64_t shard_memory_total = g_shard_memory * shards;
+  const double shard_share = (double)shards / (double)g_shards_per_gpu;
+  if (g_shard_memory != 0 && *memory > shard_memory_total) {
+    slurm_error("vgpu: job %u: --vgpu-memory asks for %llu bytes but its %llu shard(s) hold %llu (shard_memory "
+                "%llu); ask for more shards (--gres=shard:N) or less memory",
+                job, (unsigned long long)*memory, (unsigned long long)shards, (unsigned long long)shard_memory_total,
+                (unsigned long long)g_shard_memory);
+    return -1;
+  }
+  if (*compute > shard_share + 1e-9) {
+    slurm_error("vgpu: job %u: --vgpu-compute=%.3f is more than its %llu of %llu shards (%.3f); ask for more shards or "
+                "a smaller share",
+                job, *compute, (unsigned long long)shards, (unsigned long long)g_shards_per_gpu, shard_share);
+    return -1;
+  }
+  if (*memory == 0) *memory = shard_memory_total;
+  if (*compute < 0) *compute = shard_share > 1.0 ? 1.0 : shard_share;
+  return 0;
+}
+
+/* A vGPU job: one that gave a --vgpu-* option, or, in hardened mode, any job holding shards (there a
+ * job cannot opt out of the limits its shards imply by leaving the options off). */
+static int vgpu_job(spank_t sp) {
+  if (g_memory != 0 || g_compute >= 0 || g_isolation[0] != '\0') return 1;
+  return g_hardened && shards_on_node(sp) > 0;
+}
+
+/* The job's regions: vgpud's (from the state file the prolog left) or the plugin's own. */
+static void job_regions(uint32_t job, char* region, char* gpu_region, size_t size) {
+  char id[256];
+  if (read_state(job, id, region, gpu_region, size) != 0) {
+    region_name(job, region, size);
+    gpu_region[0] = '\0';
+  }
+}
+
+/* Hardened mode, as root in the task before it becomes the user: the task joins the job's cgroup and
+ * the job's limits go into the root-owned file the library takes them from. */
+int slurm_spank_task_init_privileged(spank_t sp, int argc, char** argv) {
+  (void)argc;
+  (void)argv;
+  if (!g_hardened || !vgpu_job(sp)) return 0;
+  uint32_t job = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  uint64_t memory = 0;
+  double compute = -1.0;
+  if (job_id(sp, &job) != 0 || task_limits(sp, job, &memory, &compute) != 0) return -1;
+  if (spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS || spank_get_item(sp, S_JOB_GID, &gid) != ESPANK_SUCCESS) {
+    slurm_error("vgpu: job %u: cannot read its user", job);
+    return -1;
+  }
+  if (library_preloaded() != 0) {
+    slurm_error("vgpu: job %u: mode=hardened needs %s in /etc/ld.so.preload on this node, so that every process of "
+                "the job loads it (docs/slurm.md); refusing to start the task without it",
+                job, g_lib);
+    return -1;
+  }
+  if (enter_job_cgroup(job) != 0) return -1;
+  char region[256];
+  char gpu_region[256];
+  job_regions(job, region, gpu_region, sizeof region);
+  char gpu[32];
+  char uuid[96] = "";
+  if (first_gpu(sp, gpu, sizeof gpu) == 0) (void)gpu_uuid((unsigned)strtoul(gpu, NULL, 10), uuid, sizeof uuid);
+  return write_limits(job, uid, gid, memory, compute, region, gpu_region, uuid);
+}
+
 int slurm_spank_task_init(spank_t sp, int argc, char** argv) {
   (void)argc;
   (void)argv;
-  if (g_memory == 0 && g_compute < 0 && g_isolation[0] == '\0') return 0; /* not a vGPU job: untouched */
+  if (!vgpu_job(sp)) return 0; /* not a vGPU job: untouched */
   uint32_t job = 0;
   if (job_id(sp, &job) != 0) return -1;
-  const uint64_t shards = shards_on_node(sp);
-  uint64_t memory = g_memory;
-  double compute = g_compute;
-  if (shards > 0) {
-    const uint64_t shard_memory_total = g_shard_memory * shards;
-    const double shard_share = (double)shards / (double)g_shards_per_gpu;
-    if (g_shard_memory != 0 && memory > shard_memory_total) {
-      slurm_error("vgpu: job %u: --vgpu-memory asks for %llu bytes but its %llu shard(s) hold %llu (shard_memory "
-                  "%llu); ask for more shards (--gres=shard:N) or less memory",
-                  job, (unsigned long long)memory, (unsigned long long)shards, (unsigned long long)shard_memory_total,
-                  (unsigned long long)g_shard_memory);
-      return -1;
-    }
-    if (compute > shard_share + 1e-9) {
-      slurm_error("vgpu: job %u: --vgpu-compute=%.3f is more than its %llu of %llu shards (%.3f); ask for more shards or "
-                  "a smaller share",
-                  job, compute, (unsigned long long)shards, (unsigned long long)g_shards_per_gpu, shard_share);
-      return -1;
-    }
-    if (memory == 0) memory = shard_memory_total;
-    if (compute < 0) compute = shard_share > 1.0 ? 1.0 : shard_share;
-  }
+  uint64_t memory = 0;
+  double compute = -1.0;
+  if (task_limits(sp, job, &memory, &compute) != 0) return -1;
   const char* isolation = g_isolation[0] != '\0' ? g_isolation : "intercept";
   char name[256];
-  char text[64];
-  char id[256];
   char gpu_region[256];
-  if (read_state(job, id, name, gpu_region, sizeof name) == 0) { /* vgpud's slice and regions */
-    if (gpu_region[0] != '\0') spank_setenv(sp, VGPU_ENV_GPU_SHM_NAME, gpu_region, 1);
-  } else {
-    region_name(job, name, sizeof name);
-  }
+  char text[64];
+  job_regions(job, name, gpu_region, sizeof name);
+  if (gpu_region[0] != '\0') spank_setenv(sp, VGPU_ENV_GPU_SHM_NAME, gpu_region, 1);
+  /* In hardened mode these only describe the slice: the library takes the job's limits file instead,
+     and /etc/ld.so.preload loads it. */
   spank_setenv(sp, VGPU_ENV_SHM_NAME, name, 1);
   snprintf(text, sizeof text, "slurm-%u", job);
   spank_setenv(sp, VGPU_ENV_ID, text, 1);
   spank_setenv(sp, VGPU_ENV_ISOLATION, isolation, 1);
   if (memory != 0) {
-    if (seal_limit(job, name, memory) != 0) return -1;
+    if (!g_hardened && seal_limit(job, name, memory) != 0) return -1;
     snprintf(text, sizeof text, "%llu", (unsigned long long)memory);
     spank_setenv(sp, VGPU_ENV_MEMORY_LIMIT, text, 1);
   }
@@ -537,7 +773,7 @@ int slurm_spank_task_init(spank_t sp, int argc, char** argv) {
     char uuid[96];
     if (gpu_uuid((unsigned)strtoul(text, NULL, 10), uuid, sizeof uuid) == 0) spank_setenv(sp, VGPU_ENV_GPU_UUID, uuid, 1);
   }
-  if (strcmp(isolation, "intercept") == 0) {
+  if (!g_hardened && strcmp(isolation, "intercept") == 0) {
     char preload[MAX_PATH * 2];
     char current[MAX_PATH];
     if (spank_getenv(sp, "LD_PRELOAD", current, sizeof current) == ESPANK_SUCCESS && current[0] != '\0') {

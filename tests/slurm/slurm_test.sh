@@ -33,6 +33,11 @@ cleanup() {
   [[ -n "${vgpud_pid:-}" ]] && kill "$vgpud_pid" 2>/dev/null
   [[ -n "$munge_pid" ]] && kill "$munge_pid" 2>/dev/null
   rm -f /dev/shm/vgpu-slurm-job-* 2>/dev/null
+  [[ -n "${made_preload:-}" && ! -s /etc/ld.so.preload ]] && rm -f /etc/ld.so.preload
+  [[ -n "${made_run:-}" ]] && rmdir /run/vgpu-slurm 2>/dev/null
+  for root in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+    rmdir "$root"/vgpu_slurm/job_* "$root/vgpu_slurm" 2>/dev/null
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -105,8 +110,27 @@ pids+=($!)
 cat >"$work/nvml.json" <<EOF
 {"devices": [{"name": "Fake GPU", "uuid": "GPU-slurm-test-0"}, {"name": "Fake GPU", "uuid": "GPU-slurm-test-1"}]}
 EOF
+# slurmd runs in a private mount namespace where /etc/ld.so.preload and /run/vgpu-slurm are the
+# test's own (hardened mode's, checks 13-16): the host's stay as they are. Bind mounts need the
+# mount points; an empty /etc/ld.so.preload made for the purpose is removed again.
+: >"$work/ld.so.preload"
+mkdir -m 755 "$work/run"
+namespace=""
+if unshare -m true 2>/dev/null; then
+  [[ -e /etc/ld.so.preload ]] || { : >/etc/ld.so.preload && made_preload=yes; }
+  [[ -d /run/vgpu-slurm ]] || { mkdir -p /run/vgpu-slurm && made_run=yes; }
+  namespace=yes
+fi
+in_namespace() {
+  if [[ -n "$namespace" ]]; then
+    exec unshare -m --propagation private sh -c 'mount --bind "$1" /etc/ld.so.preload && mount --bind "$2" /run/vgpu-slurm &&
+      shift 2 && exec "$@"' sh "$work/ld.so.preload" "$work/run" "$@"
+  else
+    exec "$@"
+  fi
+}
 FAKE_NVML_CONFIG="$work/nvml.json" LD_LIBRARY_PATH="$(dirname "$fake")/nvml" \
-  slurmd -D -f "$SLURM_CONF" >"$work/log/slurmd.out" 2>&1 &
+  in_namespace slurmd -D -f "$SLURM_CONF" >"$work/log/slurmd.out" 2>&1 &
 pids+=($!)
 idle=""
 for _ in $(seq 1 300); do  # the node reports idle in about a second
@@ -242,6 +266,52 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [[ -n "$gone" ]] && pass "the epilog ended the job's vgpud slice" || fail "vgpud slice left: $slices"
+
+# 13-16. Hardened mode: the library comes from /etc/ld.so.preload (slurmd's namespace's), the job's
+#     limits from a root-owned file, its identity from a cgroup the job cannot leave; the jobs run as
+#     an unprivileged user (root could undo all of it).
+kill "$vgpud_pid" 2>/dev/null
+wait "$vgpud_pid" 2>/dev/null
+vgpud_pid=""
+if [[ -z "$namespace" ]]; then
+  echo "SKIP: hardened mode (checks 13-16): no private mount namespace here (unshare -m) to give slurmd its own /etc/ld.so.preload"
+else
+  sed -i 's/mode=env/mode=hardened/' "$work/plugstack.conf"
+  as_user() { (cd /tmp && timeout 60 runuser -u nobody -- srun -n1 --export=ALL,LD_LIBRARY_PATH="$fake" "$@" 2>&1); }
+  # 13. Without the library in /etc/ld.so.preload a hardened job's task is refused, saying why.
+  out=$(as_user --gres=shard:1 --vgpu-memory=512M true)
+  [[ $? -ne 0 ]] && grep -q "ld.so.preload" <<<"$out" && pass "hardened: a task is refused while ld.so.preload lacks the library" ||
+    fail "hardened without ld.so.preload: $out"
+  echo "$library" >"$work/ld.so.preload"  # in place: the namespace's bind mount sees the same file
+  # 14. A task that unsets LD_PRELOAD, raises VGPU_MEMORY_LIMIT, names another region and another job
+  #     in its environment keeps the job's 1 GiB.
+  out=$(as_user --gres=shard:2 --vgpu-memory=1G sh -c "unset LD_PRELOAD; export VGPU_MEMORY_LIMIT=99999999999 \
+    VGPU_SHM_NAME=/elsewhere VGPU_CONTEXT_BYTES=0 SLURM_JOB_ID=1; exec $app dlsym alloc:600000000 alloc:600000000")
+  grep -q "alloc ok" <<<"$out" && grep -q "alloc oom" <<<"$out" &&
+    pass "hardened: unset LD_PRELOAD and a raised VGPU_MEMORY_LIMIT still get the job's 1 GiB" || fail "hardened limit: $out"
+  # A user who claims more shards in srun's environment is held to what Slurm scheduled.
+  out=$(SLURM_SHARDS_ON_NODE=8 as_user --gres=shard:1 --vgpu-memory=3G true)
+  [[ $? -ne 0 ]] && grep -q "its 1 shard(s) hold" <<<"$out" && pass "hardened: SLURM_SHARDS_ON_NODE from srun's environment is not believed" ||
+    fail "hardened: claimed shards: $out"
+  # 15. A job holding shards is limited by them without any --vgpu-* option, and cannot leave its
+  #     cgroup or write its limits.
+  out=$(as_user --gres=shard:1 sh -c "unset LD_PRELOAD VGPU_MEMORY_LIMIT VGPU_SHM_NAME VGPU_COMPUTE_SHARE; \
+    cat /proc/self/cgroup; for root in /sys/fs/cgroup /sys/fs/cgroup/unified; do \
+    echo \$\$ 2>/dev/null >\$root/cgroup.procs && echo LEFT-THE-CGROUP; done; \
+    echo memory_limit=99999999999 2>/dev/null >>/run/vgpu-slurm/hardened/job_\$SLURM_JOB_ID.limits && echo EDITED; \
+    exec $app dlsym alloc:1500000000")
+  grep -q "alloc oom" <<<"$out" && grep -q "/vgpu_slurm/job_[0-9]*$" <<<"$out" && ! grep -q "LEFT-THE-CGROUP\|EDITED" <<<"$out" &&
+    pass "hardened: shards alone limit the job (1 GiB); it cannot leave its cgroup or edit its limits" ||
+    fail "hardened shards-only job: $out"
+  # 16. The epilog removes the limits files and the jobs' cgroups.
+  left=""
+  for _ in $(seq 1 300); do
+    left=$(ls "$work/run/hardened" 2>/dev/null | grep '^job_'; ls -d /sys/fs/cgroup/vgpu_slurm/job_* /sys/fs/cgroup/unified/vgpu_slurm/job_* 2>/dev/null)
+    [[ -z "$left" && $(squeue -h | wc -l) -eq 0 ]] && break
+    sleep 0.1
+  done
+  [[ -z "$left" ]] && pass "hardened: the epilog removed the limits files and cgroups" || fail "hardened: left $left"
+fi
 
 if [[ $failures -ne 0 ]]; then
   echo "--- slurmd.log"; tail -30 "$work/log/slurmd.log"

@@ -30,6 +30,23 @@
 #define VGPU_ENV_LOG_LEVEL "VGPU_LOG_LEVEL"         /* error | warn | notice | info | debug */
 #define VGPU_ENV_CONTEXT_BYTES "VGPU_CONTEXT_BYTES" /* bytes charged per CUDA context; unset: measured by NVML */
 
+/*
+ * Slurm's hardened mode (spank_vgpu.so with mode=hardened, docs/slurm.md). The plugin, as root,
+ * writes a job's limits into VGPU_HARDENED_DIR/job_<id>.limits (root-owned, not writable by
+ * anyone else) and puts the job's tasks in a cgroup with a `job_<id>` component that the job
+ * cannot leave. The library, loaded for every process through /etc/ld.so.preload, finds its job
+ * from /proc/self/cgroup and, when that job has a limits file, takes every limit from the file
+ * and none from the environment. Lines are key=value, the keys below.
+ */
+#ifndef VGPU_HARDENED_DIR
+#define VGPU_HARDENED_DIR "/run/vgpu-slurm/hardened"
+#endif
+#define VGPU_HARDENED_KEY_MEMORY_LIMIT "memory_limit"   /* bytes; 0: no memory limit */
+#define VGPU_HARDENED_KEY_COMPUTE_SHARE "compute_share" /* (0, 1]; 1: no pacing */
+#define VGPU_HARDENED_KEY_SHM_NAME "shm_name"           /* the job's accounting region */
+#define VGPU_HARDENED_KEY_GPU_SHM_NAME "gpu_shm_name"   /* the GPU's pacing region, or empty */
+#define VGPU_HARDENED_KEY_GPU_UUID "gpu_uuid"           /* the job's GPU, or empty */
+
 /* Where the runtime finds the interception library (overrides the search). */
 #define VGPU_ENV_INTERCEPT_LIBRARY "VGPU_INTERCEPT_LIBRARY"
 #define VGPU_INTERCEPT_LIBRARY_NAME "libvgpu-cuda.so"

@@ -232,6 +232,44 @@ TEST(GPUMemoryManager, CompactionKeepsContentsAndSatisfiesFragmentedRequests) {
   m.check_invariants();
 }
 
+// A block over many chunks that compaction slides down by less than its length: the old and new ranges
+// share interior chunks, which must stay in use (and committed, with the contents) after the move.
+TEST(GPUMemoryManager, ABlockSlidDownOverItsOwnChunksKeepsThemCommitted) {
+  MemoryManagerOptions o = host_pool(64 * kMiB, true, false);
+  o.gc_idle = std::chrono::milliseconds(0);  // every emptied chunk goes back at once
+  o.fragmentation_threshold = 1.0;
+  GPUMemoryManager m(o);
+  const MemoryBlock low = m.allocate(3 * kMiB);
+  const MemoryBlock big = m.allocate(20 * kMiB);  // chunks 1..11, its interior 2..10
+  fill(m, big, 7);
+  m.free(low);
+  EXPECT_GT(m.compact(), 0U);
+  m.check_invariants();
+  // From chunks 1..11 to 0..9: only 10 and 11, which it left, are empty.
+  EXPECT_EQ(m.collect_garbage(std::chrono::milliseconds(0)), 4 * kMiB);
+  EXPECT_EQ(m.get_stats().reserved, 20 * kMiB) << "exactly the block's ten chunks";
+  EXPECT_TRUE(intact(m, big, 7));
+  m.free(big);
+  EXPECT_EQ(m.get_stats().reserved, 0U);
+  m.check_invariants();
+}
+
+// Chunks emptied, reused and emptied again are released once, when idle since the last emptying.
+TEST(GPUMemoryManager, AChunkEmptiedAgainWaitsFromTheLastTime) {
+  MemoryManagerOptions o = host_pool(64 * kMiB);
+  o.gc_idle = std::chrono::hours(1);
+  GPUMemoryManager m(o);
+  m.free(m.allocate(8 * kMiB));    // chunks 0..3 queued
+  m.free(m.allocate(4 * kMiB));    // chunks 0..1 reused and queued again (later)
+  m.free(m.allocate(16 * kMiB));   // 0..7: 4..7 newly queued
+  EXPECT_EQ(m.get_stats().reserved, 16 * kMiB);
+  EXPECT_EQ(m.collect_garbage(), 0U) << "nothing idle for an hour";
+  EXPECT_EQ(m.collect_garbage(std::chrono::milliseconds(0)), 16 * kMiB);
+  EXPECT_EQ(m.get_stats().chunks_released, 8U) << "each chunk released once";
+  EXPECT_EQ(m.collect_garbage(std::chrono::milliseconds(0)), 0U);
+  m.check_invariants();
+}
+
 TEST(GPUMemoryManager, FragmentationAboveTheThresholdCompactsAfterEnoughFrees) {
   MemoryManagerOptions o = host_pool(32 * kMiB, true, false);
   o.fragmentation_threshold = 0.5;

@@ -1,0 +1,204 @@
+// ChunkMap: what a GPUMemoryManager's lazy backing knows about each chunk of its pool, kept as bitmaps
+// and runs so that a block over many chunks costs word operations, not a visit to each chunk.
+//
+// Per chunk:
+//   committed    bit: backed by memory now.
+//   interior     bit: covered whole by one block that neither starts nor ends on it (no other block
+//                can touch such a chunk, so one bit says it is in use).
+//   edge refs    uint32: blocks that start or end on it (a block on one chunk counts once there).
+//   queued       bit: in the manager's queue of emptied chunks (so each is queued at most once).
+//   empty_since  when it last became empty (steady-clock ticks).
+// A chunk is occupied when it is interior or has edge references; occupy()/vacate() of a block touch
+// two counters and set or clear its interior run a word (64 chunks) at a time.
+//
+// State lives in pages of kPageChunks chunks allocated on first touch: a 40 TB pool in 2 MiB chunks is
+// 19 million chunks, which eager arrays would spend hundreds of MB describing; an untouched page costs
+// one pointer and reads as all zero.
+//
+// Internal to src/memory (the manager's). Thread safety: none; the manager holds its mutex.
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace apt::vgpu::memory {
+
+class ChunkMap {
+ public:
+  static constexpr std::uint64_t kPageChunks = 4096;
+
+  explicit ChunkMap(std::uint64_t count = 0) : count_(count), pages_((count + kPageChunks - 1) / kPageChunks) {}
+
+  [[nodiscard]] std::uint64_t size() const noexcept { return count_; }
+
+  // ---- committed ----
+  [[nodiscard]] bool committed(std::uint64_t c) const { return test(&Page::committed, c); }
+  void set_committed(std::uint64_t first, std::uint64_t last, bool value) { assign(&Page::committed, first, last, value); }
+  // Calls f(run_first, run_count) for each run of uncommitted chunks in [first, last], in order,
+  // without touching pages.
+  template <class F>
+  void for_each_uncommitted_run(std::uint64_t first, std::uint64_t last, F&& f) const {
+    std::uint64_t c = first;
+    while (c <= last) {
+      const std::uint64_t start = find(&Page::committed, c, last, false);
+      if (start > last) return;
+      const std::uint64_t end = find(&Page::committed, start, last, true);  // first committed after, or last + 1
+      f(start, end - start);
+      c = end;
+    }
+  }
+
+  // ---- occupancy ----
+  // A block now lies on chunks [first, last].
+  void occupy(std::uint64_t first, std::uint64_t last) {
+    ++page(first).edge_refs[first % kPageChunks];
+    if (last == first) return;
+    ++page(last).edge_refs[last % kPageChunks];
+    if (last > first + 1) assign(&Page::interior, first + 1, last - 1, true);
+  }
+  // The block on [first, last] is gone. Returns the run of chunks it leaves empty as [*empty_first,
+  // *empty_last] (false when none): its interior, and its edge chunks no other block touches.
+  bool vacate(std::uint64_t first, std::uint64_t last, std::uint64_t* empty_first, std::uint64_t* empty_last) {
+    const bool first_empty = --page(first).edge_refs[first % kPageChunks] == 0;
+    if (last == first) {
+      *empty_first = *empty_last = first;
+      return first_empty;
+    }
+    const bool last_empty = --page(last).edge_refs[last % kPageChunks] == 0;
+    if (last > first + 1) assign(&Page::interior, first + 1, last - 1, false);
+    *empty_first = first_empty ? first : first + 1;
+    *empty_last = last_empty ? last : last - 1;
+    return *empty_first <= *empty_last;
+  }
+  [[nodiscard]] bool occupied(std::uint64_t c) const {
+    const Page* p = peek(c);
+    return p != nullptr && (p->edge_refs[c % kPageChunks] != 0 || bit(p->interior, c % kPageChunks));
+  }
+  [[nodiscard]] std::uint32_t edge_refs(std::uint64_t c) const {
+    const Page* p = peek(c);
+    return p == nullptr ? 0 : p->edge_refs[c % kPageChunks];
+  }
+  [[nodiscard]] bool interior(std::uint64_t c) const { return test(&Page::interior, c); }
+  // Starts loading the counters vacate(first, last) will change (a random chunk's counter is a cache
+  // miss in a large pool; the caller has other misses to overlap it with).
+  void prefetch_edges(std::uint64_t first, std::uint64_t last) const {
+    if (const Page* p = peek(first)) __builtin_prefetch(&p->edge_refs[first % kPageChunks]);
+    if (const Page* p = peek(last)) __builtin_prefetch(&p->edge_refs[last % kPageChunks]);
+  }
+
+  // ---- the empty queue's marks ----
+  // Chunks [first, last] became empty at `now`: stamps them; true when one of them was not queued yet
+  // (the caller then queues the run).
+  bool mark_empty(std::uint64_t first, std::uint64_t last, std::int64_t now) {
+    bool newly = false;
+    for_pages(first, last, [&](Page& p, std::uint64_t lo, std::uint64_t hi) {
+      std::fill(p.empty_since.get() + lo, p.empty_since.get() + hi + 1, now);
+      for_words(lo, hi, [&](std::uint64_t w, std::uint64_t mask) {
+        newly = newly || (p.queued[w] & mask) != mask;
+        p.queued[w] |= mask;
+      });
+    });
+    return newly;
+  }
+  [[nodiscard]] bool queued(std::uint64_t c) const { return test(&Page::queued, c); }
+  void clear_queued(std::uint64_t c) { assign(&Page::queued, c, c, false); }
+  [[nodiscard]] std::int64_t empty_since(std::uint64_t c) const {
+    const Page* p = peek(c);
+    return p == nullptr ? 0 : p->empty_since[c % kPageChunks];
+  }
+
+  // Calls f(chunk) for every chunk on a touched page (checks only).
+  template <class F>
+  void for_each_touched(F&& f) const {
+    for (std::uint64_t p = 0; p < pages_.size(); ++p) {
+      if (!pages_[p]) continue;
+      for (std::uint64_t i = 0; i < kPageChunks && p * kPageChunks + i < count_; ++i) f(p * kPageChunks + i);
+    }
+  }
+
+ private:
+  static constexpr std::uint64_t kWords = kPageChunks / 64;
+  struct Page {
+    std::uint64_t committed[kWords] = {};
+    std::uint64_t interior[kWords] = {};
+    std::uint64_t queued[kWords] = {};
+    std::unique_ptr<std::uint32_t[]> edge_refs = std::make_unique<std::uint32_t[]>(kPageChunks);
+    std::unique_ptr<std::int64_t[]> empty_since = std::make_unique<std::int64_t[]>(kPageChunks);
+  };
+  using Bits = std::uint64_t (Page::*)[kWords];
+
+  static bool bit(const std::uint64_t* words, std::uint64_t i) { return ((words[i / 64] >> (i % 64)) & 1U) != 0; }
+
+  Page& page(std::uint64_t c) {
+    auto& p = pages_[c / kPageChunks];
+    if (!p) p = std::make_unique<Page>();
+    return *p;
+  }
+  [[nodiscard]] const Page* peek(std::uint64_t c) const { return pages_[c / kPageChunks].get(); }
+  [[nodiscard]] bool test(Bits bits, std::uint64_t c) const {
+    const Page* p = peek(c);
+    return p != nullptr && bit(p->*bits, c % kPageChunks);
+  }
+
+  // f(page, lo, hi) for the part [lo, hi] (page-relative) of [first, last] on each page, touching pages.
+  template <class F>
+  void for_pages(std::uint64_t first, std::uint64_t last, F&& f) {
+    for (std::uint64_t c = first; c <= last;) {
+      const std::uint64_t end = std::min(last, (c / kPageChunks + 1) * kPageChunks - 1);
+      f(page(c), c % kPageChunks, end % kPageChunks);
+      c = end + 1;
+    }
+  }
+  // f(word, mask) for the words of page-relative bits [lo, hi].
+  template <class F>
+  static void for_words(std::uint64_t lo, std::uint64_t hi, F&& f) {
+    for (std::uint64_t w = lo / 64; w <= hi / 64; ++w) {
+      const std::uint64_t from = w == lo / 64 ? lo % 64 : 0;
+      const std::uint64_t to = w == hi / 64 ? hi % 64 : 63;
+      const std::uint64_t mask = (to - from == 63 ? ~std::uint64_t{0} : ((std::uint64_t{1} << (to - from + 1)) - 1)) << from;
+      f(w, mask);
+    }
+  }
+  void assign(Bits bits, std::uint64_t first, std::uint64_t last, bool value) {
+    for_pages(first, last, [&](Page& p, std::uint64_t lo, std::uint64_t hi) {
+      for_words(lo, hi, [&](std::uint64_t w, std::uint64_t mask) {
+        if (value) {
+          (p.*bits)[w] |= mask;
+        } else {
+          (p.*bits)[w] &= ~mask;
+        }
+      });
+    });
+  }
+  // The first chunk in [from, last] whose bit equals `value`, or last + 1; untouched pages read as 0.
+  [[nodiscard]] std::uint64_t find(Bits bits, std::uint64_t from, std::uint64_t last, bool value) const {
+    for (std::uint64_t c = from; c <= last;) {
+      const std::uint64_t page_end = std::min(last, (c / kPageChunks + 1) * kPageChunks - 1);
+      const Page* p = peek(c);
+      if (p == nullptr) {
+        if (!value) return c;
+        c = page_end + 1;
+        continue;
+      }
+      for (std::uint64_t w = (c % kPageChunks) / 64; w <= (page_end % kPageChunks) / 64; ++w) {
+        std::uint64_t word = value ? (p->*bits)[w] : ~(p->*bits)[w];
+        const std::uint64_t base = c / kPageChunks * kPageChunks + w * 64;
+        if (base < c) word &= ~std::uint64_t{0} << (c - base);
+        if (word != 0) {
+          const std::uint64_t at = base + static_cast<std::uint64_t>(std::countr_zero(word));
+          return at <= page_end ? at : last + 1;
+        }
+      }
+      c = page_end + 1;
+    }
+    return last + 1;
+  }
+
+  std::uint64_t count_;
+  std::vector<std::unique_ptr<Page>> pages_;
+};
+
+}  // namespace apt::vgpu::memory

@@ -1,0 +1,90 @@
+// ChunkMap: the lazy backing's chunk state as bitmaps and runs (src/memory/chunk_map.hpp).
+#include "chunk_map.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using apt::vgpu::memory::ChunkMap;
+
+std::vector<std::pair<std::uint64_t, std::uint64_t>> uncommitted(const ChunkMap& map, std::uint64_t first,
+                                                                  std::uint64_t last) {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
+  map.for_each_uncommitted_run(first, last, [&](std::uint64_t start, std::uint64_t count) { runs.emplace_back(start, count); });
+  return runs;
+}
+
+TEST(ChunkMap, UncommittedRunsAcrossWordsAndPages) {
+  const std::uint64_t page = ChunkMap::kPageChunks;
+  ChunkMap map(3 * page);
+  using Runs = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+  EXPECT_EQ(uncommitted(map, 0, 3 * page - 1), (Runs{{0, 3 * page}})) << "untouched pages read as uncommitted";
+  map.set_committed(60, 130, true);          // across two words
+  map.set_committed(page - 2, page + 1, true);  // across two pages
+  EXPECT_EQ(uncommitted(map, 0, 200), (Runs{{0, 60}, {131, 70}}));
+  EXPECT_EQ(uncommitted(map, 64, 128), Runs{});
+  EXPECT_EQ(uncommitted(map, page - 10, page + 10), (Runs{{page - 10, 8}, {page + 2, 9}}));
+  EXPECT_TRUE(map.committed(page - 1));
+  EXPECT_FALSE(map.committed(page + 2));
+  map.set_committed(100, 100, false);
+  EXPECT_EQ(uncommitted(map, 60, 130), (Runs{{100, 1}}));
+}
+
+TEST(ChunkMap, BlocksOccupyEdgesAndInteriorAndLeaveTheRightRunEmpty) {
+  ChunkMap map(1000);
+  map.occupy(10, 20);  // one block over chunks 10..20
+  map.occupy(20, 20);  // a small block sharing chunk 20
+  for (std::uint64_t c = 10; c <= 20; ++c) EXPECT_TRUE(map.occupied(c)) << c;
+  EXPECT_FALSE(map.occupied(9));
+  EXPECT_FALSE(map.occupied(21));
+  EXPECT_EQ(map.edge_refs(20), 2U);
+  EXPECT_TRUE(map.interior(15));
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  ASSERT_TRUE(map.vacate(10, 20, &first, &last));
+  EXPECT_EQ(first, 10U);
+  EXPECT_EQ(last, 19U) << "chunk 20 still holds the small block";
+  EXPECT_TRUE(map.occupied(20));
+  EXPECT_FALSE(map.occupied(15));
+  ASSERT_TRUE(map.vacate(20, 20, &first, &last));
+  EXPECT_EQ(first, 20U);
+  EXPECT_EQ(last, 20U);
+  // Two neighbours sharing both ends: the middle one leaves only its interior.
+  map.occupy(0, 5);
+  map.occupy(5, 9);
+  map.occupy(9, 12);
+  ASSERT_TRUE(map.vacate(5, 9, &first, &last));
+  EXPECT_EQ(first, 6U);
+  EXPECT_EQ(last, 8U);
+  map.occupy(30, 31);  // two chunks, no interior
+  ASSERT_TRUE(map.vacate(30, 31, &first, &last));
+  EXPECT_EQ(first, 30U);
+  EXPECT_EQ(last, 31U);
+  map.occupy(40, 40);
+  map.occupy(40, 40);
+  EXPECT_FALSE(map.vacate(40, 40, &first, &last)) << "the other block is still there";
+}
+
+TEST(ChunkMap, MarkEmptyQueuesEachChunkOnceAndKeepsTheLatestTime) {
+  ChunkMap map(10000);
+  EXPECT_TRUE(map.mark_empty(100, 200, 5));
+  EXPECT_TRUE(map.queued(150));
+  EXPECT_EQ(map.empty_since(150), 5);
+  EXPECT_FALSE(map.mark_empty(120, 130, 9)) << "all already queued";
+  EXPECT_EQ(map.empty_since(125), 9) << "emptied again: the later time";
+  EXPECT_EQ(map.empty_since(150), 5);
+  EXPECT_TRUE(map.mark_empty(190, 210, 11)) << "201..210 were not queued";
+  map.clear_queued(150);
+  EXPECT_FALSE(map.queued(150));
+  EXPECT_TRUE(map.mark_empty(150, 150, 12));
+  EXPECT_TRUE(map.mark_empty(4000, 4200, 1)) << "across a page boundary";
+  EXPECT_TRUE(map.queued(4095));
+  EXPECT_TRUE(map.queued(4096));
+  EXPECT_EQ(map.empty_since(4200), 1);
+}
+
+}  // namespace

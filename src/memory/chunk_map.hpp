@@ -103,8 +103,42 @@ class ChunkMap {
     });
     return newly;
   }
+  // One queued run's turn in the collector, a bitmap word at a time: of its chunks still queued, those
+  // occupied again or no longer committed leave the queue; those empty since no later than
+  // `idle_since` are released (release(chunk) is called, then they are marked uncommitted and leave
+  // the queue); the rest stay queued and widen [*wait_first, *wait_last].
+  template <class F>
+  void sweep(std::uint64_t first, std::uint64_t last, std::int64_t idle_since, F&& release, std::uint64_t* wait_first,
+             std::uint64_t* wait_last) {
+    for (std::uint64_t c = first; c <= last;) {
+      const std::uint64_t end = std::min(last, (c / kPageChunks + 1) * kPageChunks - 1);
+      Page* p = pages_[c / kPageChunks].get();
+      if (p == nullptr) {  // never touched: nothing queued there
+        c = end + 1;
+        continue;
+      }
+      const std::uint64_t base = c / kPageChunks * kPageChunks;
+      for_words(c % kPageChunks, end % kPageChunks, [&](std::uint64_t w, std::uint64_t mask) {
+        for (std::uint64_t left = p->queued[w] & mask; left != 0; left &= left - 1) {
+          const std::uint64_t i = w * 64 + static_cast<std::uint64_t>(std::countr_zero(left));
+          const std::uint64_t bit_mask = std::uint64_t{1} << (i % 64);
+          if (p->edge_refs[i] != 0 || (p->interior[w] & bit_mask) != 0 || (p->committed[w] & bit_mask) == 0) {
+            p->queued[w] &= ~bit_mask;
+          } else if (p->empty_since[i] > idle_since) {
+            *wait_first = std::min(*wait_first, base + i);
+            *wait_last = std::max(*wait_last, base + i);
+          } else {
+            release(base + i);
+            p->queued[w] &= ~bit_mask;
+            p->committed[w] &= ~bit_mask;
+          }
+        }
+      });
+      c = end + 1;
+    }
+  }
   [[nodiscard]] bool queued(std::uint64_t c) const { return test(&Page::queued, c); }
-  void clear_queued(std::uint64_t c) { assign(&Page::queued, c, c, false); }
+  void clear_queued(std::uint64_t first, std::uint64_t last) { assign(&Page::queued, first, last, false); }
   [[nodiscard]] std::int64_t empty_since(std::uint64_t c) const {
     const Page* p = peek(c);
     return p == nullptr ? 0 : p->empty_since[c % kPageChunks];

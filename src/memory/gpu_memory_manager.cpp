@@ -252,7 +252,7 @@ struct GPUMemoryManager::Impl {
     last_gc = at;
     if (!options.lazy) {
       for (const EmptyRun& run : empty_queue) {
-        for (std::uint64_t c = run.first; c < run.first + run.count; ++c) chunks.clear_queued(c);
+        chunks.clear_queued(run.first, run.first + run.count - 1);
       }
       empty_queue.clear();
       return 0;
@@ -267,25 +267,13 @@ struct GPUMemoryManager::Impl {
       empty_queue.pop_front();
       std::uint64_t wait_first = UINT64_MAX;
       std::uint64_t wait_last = 0;
-      for (std::uint64_t c = run.first; c < run.first + run.count; ++c) {
-        if (!chunks.queued(c)) continue;  // another run's, or done
-        if (chunks.occupied(c) || !chunks.committed(c)) {
-          chunks.clear_queued(c);
-          continue;
-        }
-        if (chunks.empty_since(c) > idle_since) {
-          wait_first = std::min(wait_first, c);
-          wait_last = c;
-          continue;
-        }
-        chunks.clear_queued(c);
+      chunks.sweep(run.first, run.first + run.count - 1, idle_since, [&](std::uint64_t c) {
         backing->decommit(c << chunk_shift, chunk);
-        chunks.set_committed(c, c, false);
         --committed_chunks;
         ++stats.chunks_released;
         ++stats.release_calls;
         released += chunk;
-      }
+      }, &wait_first, &wait_last);
       if (wait_first <= wait_last) empty_queue.push_back({wait_first, wait_last - wait_first + 1});
     }
     return released;

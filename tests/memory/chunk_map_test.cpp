@@ -78,13 +78,35 @@ TEST(ChunkMap, MarkEmptyQueuesEachChunkOnceAndKeepsTheLatestTime) {
   EXPECT_EQ(map.empty_since(125), 9) << "emptied again: the later time";
   EXPECT_EQ(map.empty_since(150), 5);
   EXPECT_TRUE(map.mark_empty(190, 210, 11)) << "201..210 were not queued";
-  map.clear_queued(150);
+  map.clear_queued(150, 150);
   EXPECT_FALSE(map.queued(150));
   EXPECT_TRUE(map.mark_empty(150, 150, 12));
   EXPECT_TRUE(map.mark_empty(4000, 4200, 1)) << "across a page boundary";
   EXPECT_TRUE(map.queued(4095));
   EXPECT_TRUE(map.queued(4096));
   EXPECT_EQ(map.empty_since(4200), 1);
+}
+
+TEST(ChunkMap, ASweepReleasesIdleEmptyChunksAndKeepsTheRest) {
+  ChunkMap map(10000);
+  map.set_committed(0, 199, true);
+  map.mark_empty(0, 199, 10);  // all queued at time 10
+  map.occupy(50, 52);           // reused since
+  map.mark_empty(100, 109, 30); // emptied again later
+  map.set_committed(150, 150, false);  // released already
+  std::vector<std::uint64_t> released;
+  std::uint64_t wait_first = UINT64_MAX;
+  std::uint64_t wait_last = 0;
+  map.sweep(0, 199, 20, [&](std::uint64_t c) { released.push_back(c); }, &wait_first, &wait_last);
+  EXPECT_EQ(released.size(), 200U - 3U - 10U - 1U);
+  EXPECT_EQ(wait_first, 100U) << "emptied at 30, after the idle line at 20";
+  EXPECT_EQ(wait_last, 109U);
+  EXPECT_FALSE(map.queued(51)) << "occupied: leaves the queue";
+  EXPECT_FALSE(map.queued(150)) << "not committed: leaves the queue";
+  EXPECT_TRUE(map.queued(105));
+  EXPECT_FALSE(map.committed(0)) << "released";
+  EXPECT_TRUE(map.committed(105));
+  EXPECT_TRUE(map.committed(51));
 }
 
 }  // namespace

@@ -37,6 +37,10 @@ class ChunkMap {
   // ---- committed ----
   [[nodiscard]] bool committed(std::uint64_t c) const { return test(&Page::committed, c); }
   void set_committed(std::uint64_t first, std::uint64_t last, bool value) { assign(&Page::committed, first, last, value); }
+  // Whether every chunk in [first, last] is committed (the common case a new block lands in).
+  [[nodiscard]] bool all_committed(std::uint64_t first, std::uint64_t last) const {
+    return find(&Page::committed, first, last, false) > last;
+  }
   // Calls f(run_first, run_count) for each run of uncommitted chunks in [first, last], in order,
   // without touching pages.
   template <class F>

@@ -118,6 +118,7 @@ struct GPUMemoryManager::Impl {
   std::uint64_t requested = 0;
   std::uint64_t spilled = 0;
   std::uint64_t freed_since_compaction = 0;
+  std::uint64_t freed_since_check = 0;  // bytes freed since free() last looked at fragmentation
   std::uint64_t last_compaction_moved = 0;
   MemoryStats stats;
 
@@ -221,7 +222,8 @@ struct GPUMemoryManager::Impl {
   void commit_under(std::uint64_t offset, std::uint64_t size) {
     const std::uint64_t first = offset >> chunk_shift;
     const std::uint64_t last = (offset + size - 1) >> chunk_shift;
-    // The uncommitted runs, found a bitmap word at a time (usually none: no allocation then).
+    if (chunks.all_committed(first, last)) return;  // the common case, one bitmap word
+    // The uncommitted runs, found a bitmap word at a time.
     std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
     chunks.for_each_uncommitted_run(first, last, [&](std::uint64_t start, std::uint64_t count) {
       runs.emplace_back(start, count);
@@ -235,12 +237,11 @@ struct GPUMemoryManager::Impl {
     }
   }
   // A block now lies on [offset, offset + size): its chunks are committed (commit_under's guarantee)
-  // and occupied.
+  // and occupied. The caller notes the peaks once its books include the block.
   void place(std::uint64_t offset, std::uint64_t size) {
     stats.peak_address = std::max(stats.peak_address, offset + size);
     commit_under(offset, size);
     chunks.occupy(offset >> chunk_shift, (offset + size - 1) >> chunk_shift);
-    note_peaks();
   }
   void unplace(std::uint64_t offset, std::uint64_t size) {
     std::uint64_t first = 0;
@@ -406,6 +407,7 @@ struct GPUMemoryManager::Impl {
     }
     extras[s].spill.reset();
     spilled -= slot.size;
+    note_peaks();
     ++stats.restores;
   }
 
@@ -555,7 +557,7 @@ MemoryBlock GPUMemoryManager::allocate(std::uint64_t size, const AllocationOptio
   tenant.usage += rounded;
   m.requested += size;
   ++m.stats.allocations;
-  m.note_peaks();  // again: place() ran before `requested` included this block
+  m.note_peaks();
   return MemoryBlock{s, slot.generation, m.id, TlsfArena::index_of(*block)};
 }
 
@@ -584,6 +586,7 @@ void GPUMemoryManager::free(MemoryBlock block) {
   m.tenants[slot.tenant].usage -= slot.size;
   m.requested -= slot.size - slot.slack;
   m.freed_since_compaction += slot.size;
+  m.freed_since_check += slot.size;
   if (resident != TlsfArena::kNoBlock) {
     m.arena.free(resident);
     m.unplace(offset, slot.size);
@@ -603,14 +606,19 @@ void GPUMemoryManager::free(MemoryBlock block) {
   // a big contiguous tail makes holes harmless), and (c) at least as many bytes were
   // freed since the last compaction as it moved (and 1/16 of the pool), so after the
   // first compaction the bytes copied never exceed the bytes the program frees.
-  if (m.options.compaction && m.freed_since_compaction >= m.arena.capacity() / 16 &&
-      m.freed_since_compaction >= m.last_compaction_moved &&
-      m.arena.largest_free() < m.arena.capacity() / 8 &&
-      m.arena.fragmentation() > m.options.fragmentation_threshold) {
-    try {
-      m.compact_locked();
-    } catch (const std::exception& e) {  // the free itself is done; compaction is upkeep, retried later
-      log::warn(fmt::format("memory pool: compaction after a free failed ({}); blocks stay where they are", e.what()));
+  // (The largest free piece costs a scan of a free list: it is looked at once per 1/64 of the pool
+  // freed, not on every free.)
+  const bool look = m.options.compaction && m.freed_since_compaction >= m.arena.capacity() / 16 &&
+                    m.freed_since_compaction >= m.last_compaction_moved &&
+                    m.freed_since_check >= m.arena.capacity() / 64;
+  if (look) {
+    m.freed_since_check = 0;
+    if (m.arena.largest_free() < m.arena.capacity() / 8 && m.arena.fragmentation() > m.options.fragmentation_threshold) {
+      try {
+        m.compact_locked();
+      } catch (const std::exception& e) {  // the free itself is done; compaction is upkeep, retried later
+        log::warn(fmt::format("memory pool: compaction after a free failed ({}); blocks stay where they are", e.what()));
+      }
     }
   }
   // Release chunks that have idled long enough.

@@ -7,8 +7,8 @@
 #include "chunk_map.hpp"
 
 #include <atomic>
-#include <ctime>
 #include <bit>
+#include <ctime>
 #include <deque>
 #include <fmt/format.h>
 #include <map>

@@ -468,7 +468,7 @@ static int enter_job_cgroup(uint32_t job) {
   if (fd < 0) goto failed;
   char pid[32];
   const int length = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
-  const int wrote = (int)write(fd, pid, (size_t)length) == length;
+  const int wrote = write(fd, pid, (size_t)length) == (ssize_t)length;
   close(fd);
   if (!wrote) goto failed;
   if (own_job() != (long long)job) {

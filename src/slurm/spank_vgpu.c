@@ -8,18 +8,20 @@
  * Where things happen:
  *   srun/sbatch/salloc (local, allocator)  option values are checked; a bad one stops the
  *                                           command before the job is queued.
- *   job prolog (slurmd, root)               the job's accounting region is created, with the
- *                                           job's memory limit written into it, owned by the
- *                                           job's user: every step and task of the job shares it.
- *   task start (slurmstepd, as the user)    the limits are computed from what Slurm scheduled
- *                                           (shards) and the options; a request above the
- *                                           shards is refused; the task's environment binds it to
- *                                           the region (VGPU_*, LD_PRELOAD of libvgpu-cuda.so).
- *   task start, hardened mode (slurmstepd,  the task is put in a cgroup named after the job (unless
- *   root, before privileges drop)           Slurm's own cgroups name it), the job's limits are written
- *                                           once into a root-owned file the library reads instead of
- *                                           the environment; the task is refused if /etc/ld.so.preload
- *                                           does not load the library.
+ *   job prolog (slurmd, root)               without vgpud on the node, the job's accounting region
+ *                                           is created, with the job's memory limit written into it,
+ *                                           owned by the job's user: every step and task shares it.
+ *   task start (slurmstepd, root, before    the limits are computed from what Slurm scheduled
+ *   privileges drop)                        (shards) and the options; a request above the shards is
+ *                                           refused; the job's first task registers it with vgpud
+ *                                           (now that the limits are known) or makes its region if
+ *                                           missing. Hardened mode: the task is put in a cgroup named
+ *                                           after the job (unless Slurm's own cgroups name it), the
+ *                                           job's limits are written once into a root-owned file the
+ *                                           library reads instead of the environment, and the task is
+ *                                           refused if /etc/ld.so.preload does not load the library.
+ *   task start (slurmstepd, as the user)    the task's environment binds it to the region (VGPU_*,
+ *                                           LD_PRELOAD of libvgpu-cuda.so in env mode).
  *   job epilog (slurmd, root)               the region is removed (and, hardened, the limits file and
  *                                           the cgroup).
  *
@@ -287,21 +289,24 @@ static void copy_field(char* out, size_t size, const char* src) {
 
 static void state_file(uint32_t job, char* out, size_t size) { snprintf(out, size, "%s/job-%u.env", g_state_dir, job); }
 
-/* Registers the job with vgpud as a slice on behalf of its user; leaves vgpud's slice id and region
- * in the state file for the job's tasks and epilog. 0 when registered, -1 when vgpud is not there or
- * refused (the plugin then keeps the job's books itself). */
-static int register_with_vgpud(uint32_t job, uid_t uid, gid_t gid) {
+/* Whether vgpud's socket is on the node. */
+static int vgpud_present(void) {
   struct stat st;
-  if (stat(g_socket, &st) != 0) return -1;
-  char gpu[32] = "";
-  const char* gpus = getenv("SLURM_JOB_GPUS"); /* the prolog's environment names the job's GPUs */
-  if (gpus != NULL) snprintf(gpu, sizeof gpu, "%.*s", (int)strcspn(gpus, ","), gpus);
+  return stat(g_socket, &st) == 0;
+}
+
+/* Registers the job with vgpud as a slice on behalf of its user, with the limits its first task
+ * computed (`memory` 0 / `compute` < 0: none) on GPU `gpu` ("" : vgpud's choice); leaves vgpud's slice
+ * id and region in the state file for the job's tasks and epilog. 0 when registered, -1 when vgpud is
+ * not there or refused (the plugin then keeps the job's books itself). */
+static int register_with_vgpud(uint32_t job, uid_t uid, gid_t gid, uint64_t memory, double compute, const char* gpu) {
+  if (!vgpud_present()) return -1;
   char body[1024];
   int n = snprintf(body, sizeof body, "{\"name\":\"slurm-%u\",\"on_behalf_of\":{\"uid\":%u,\"gid\":%u,\"job_id\":\"%u\"}",
                    job, (unsigned)uid, (unsigned)gid, job);
   if (gpu[0] != '\0') n += snprintf(body + n, sizeof body - (size_t)n, ",\"gpu\":%s", gpu);
-  if (g_memory != 0) n += snprintf(body + n, sizeof body - (size_t)n, ",\"memory\":%llu", (unsigned long long)g_memory);
-  if (g_compute > 0) n += snprintf(body + n, sizeof body - (size_t)n, ",\"compute\":%.6f", g_compute);
+  if (memory != 0) n += snprintf(body + n, sizeof body - (size_t)n, ",\"memory\":%llu", (unsigned long long)memory);
+  if (compute > 0) n += snprintf(body + n, sizeof body - (size_t)n, ",\"compute\":%.6f", compute);
   /* The isolation the tasks get (intercept by default): vgpud then makes the slice's accounting region. */
   n += snprintf(body + n, sizeof body - (size_t)n, ",\"isolation\":\"%s\"", g_isolation[0] != '\0' ? g_isolation : "intercept");
   snprintf(body + n, sizeof body - (size_t)n, "}");
@@ -399,8 +404,34 @@ int slurm_spank_job_prolog(spank_t sp, int argc, char** argv) {
     slurm_error("vgpu: job %u: cannot read its user", job);
     return -1;
   }
-  if (register_with_vgpud(job, uid, gid) == 0) return 0; /* vgpud keeps the job's books */
+  /* With vgpud on the node the job is registered by its first task, when the limits its shards imply
+     are known (the prolog is not told the shard count); without it the job's region is made here. */
+  if (vgpud_present()) return 0;
   return create_region(job, uid, gid, g_memory);
+}
+
+/* The job's books, set up once per job by the first task of its first step (as root, under a lock in
+ * state_dir): vgpud's slice when vgpud runs on the node, else the job's own region (which the prolog
+ * made; made here if vgpud refused or went away). Later tasks and steps find them as they are. */
+static int set_up_books(uint32_t job, uid_t uid, gid_t gid, uint64_t memory, double compute, const char* gpu) {
+  if (mkdir(g_state_dir, 0755) == 0) (void)chmod(g_state_dir, 0755);
+  char lock_path[MAX_PATH + 64];
+  snprintf(lock_path, sizeof lock_path, "%s/job-%u.lock", g_state_dir, job);
+  const int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (lock < 0 || flock(lock, LOCK_EX) != 0) {
+    slurm_error("vgpu: job %u: cannot lock %s: %s", job, lock_path, strerror(errno));
+    if (lock >= 0) close(lock);
+    return -1;
+  }
+  char path[MAX_PATH + 64];
+  state_file(job, path, sizeof path);
+  struct stat st;
+  int rc = 0;
+  if (stat(path, &st) != 0 && register_with_vgpud(job, uid, gid, memory, compute, gpu) != 0) {
+    rc = create_region(job, uid, gid, memory);
+  }
+  close(lock);
+  return rc;
 }
 
 /* ---- hardened mode: limits the job cannot change ------------------------------------------------ */
@@ -517,8 +548,8 @@ static int hardened_directory(uint32_t job) {
 
 /* Writes the job's limits file once (the first task of the job); later tasks and steps find it and
  * take the job's limits. Under a lock, so that two tasks starting at once write it once. */
-static int write_limits(uint32_t job, uid_t uid, gid_t gid, uint64_t memory, double compute, const char* region,
-                        const char* gpu_region, const char* uuid) {
+static int write_limits(uint32_t job, uint64_t memory, double compute, const char* region, const char* gpu_region,
+                        const char* uuid) {
   if (hardened_directory(job) != 0) return -1;
   char lock_path[MAX_PATH + 64];
   char path[MAX_PATH + 64];
@@ -533,10 +564,6 @@ static int write_limits(uint32_t job, uid_t uid, gid_t gid, uint64_t memory, dou
   int rc = 0;
   struct stat st;
   if (lstat(path, &st) != 0) {
-    /* The region is made here when the prolog did not (a job limited by its shards alone). */
-    char own_region[64];
-    region_name(job, own_region, sizeof own_region);
-    if (strcmp(region, own_region) == 0) rc = create_region(job, uid, gid, memory);
     char temporary[MAX_PATH + 64];
     hardened_file(job, "limits.new", temporary, sizeof temporary);
     FILE* f = rc == 0 ? fopen(temporary, "w") : NULL;
@@ -573,6 +600,9 @@ int slurm_spank_job_epilog(spank_t sp, int argc, char** argv) {
   uint32_t job = 0;
   if (job_id(sp, &job) != 0) return -1;
   if (g_hardened) remove_hardened(job);
+  char lock_path[MAX_PATH + 64];
+  snprintf(lock_path, sizeof lock_path, "%s/job-%u.lock", g_state_dir, job);
+  unlink(lock_path);
   char id[256];
   char region[256];
   char gpu_region[256];
@@ -706,12 +736,13 @@ static void job_regions(uint32_t job, char* region, char* gpu_region, size_t siz
   }
 }
 
-/* Hardened mode, as root in the task before it becomes the user: the task joins the job's cgroup and
- * the job's limits go into the root-owned file the library takes them from. */
+/* As root in the task, before it becomes the user: the job's books are set up by its first task (now
+ * that the limits its shards imply are known) and, in hardened mode, the task joins the job's cgroup
+ * and the job's limits go into the root-owned file the library takes them from. */
 int slurm_spank_task_init_privileged(spank_t sp, int argc, char** argv) {
   (void)argc;
   (void)argv;
-  if (!g_hardened || !vgpu_job(sp)) return 0;
+  if (!vgpu_job(sp)) return 0;
   uint32_t job = 0;
   uid_t uid = 0;
   gid_t gid = 0;
@@ -722,20 +753,25 @@ int slurm_spank_task_init_privileged(spank_t sp, int argc, char** argv) {
     slurm_error("vgpu: job %u: cannot read its user", job);
     return -1;
   }
-  if (library_preloaded() != 0) {
-    slurm_error("vgpu: job %u: mode=hardened needs %s in /etc/ld.so.preload on this node, so that every process of "
-                "the job loads it (docs/slurm.md); refusing to start the task without it",
-                job, g_lib);
-    return -1;
+  if (g_hardened) {
+    if (library_preloaded() != 0) {
+      slurm_error("vgpu: job %u: mode=hardened needs %s in /etc/ld.so.preload on this node, so that every process "
+                  "of the job loads it (docs/slurm.md); refusing to start the task without it",
+                  job, g_lib);
+      return -1;
+    }
+    if (enter_job_cgroup(job) != 0) return -1;
   }
-  if (enter_job_cgroup(job) != 0) return -1;
+  char gpu[32] = "";
+  if (first_gpu(sp, gpu, sizeof gpu) != 0) gpu[0] = '\0';
+  if (set_up_books(job, uid, gid, memory, compute, gpu) != 0) return -1;
+  if (!g_hardened) return 0;
   char region[256];
   char gpu_region[256];
   job_regions(job, region, gpu_region, sizeof region);
-  char gpu[32];
   char uuid[96] = "";
-  if (first_gpu(sp, gpu, sizeof gpu) == 0) (void)gpu_uuid((unsigned)strtoul(gpu, NULL, 10), uuid, sizeof uuid);
-  return write_limits(job, uid, gid, memory, compute, region, gpu_region, uuid);
+  if (gpu[0] != '\0') (void)gpu_uuid((unsigned)strtoul(gpu, NULL, 10), uuid, sizeof uuid);
+  return write_limits(job, memory, compute, region, gpu_region, uuid);
 }
 
 int slurm_spank_task_init(spank_t sp, int argc, char** argv) {

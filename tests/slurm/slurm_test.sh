@@ -267,6 +267,24 @@ for _ in $(seq 1 300); do
 done
 [[ -n "$gone" ]] && pass "the epilog ended the job's vgpud slice" || fail "vgpud slice left: $slices"
 
+# 12. A limit that comes from the shards alone reaches vgpud's ledger too: the job is registered by its
+#     first task, which knows the shard count (the prolog does not).
+timeout 60 srun -n1 --gres=shard:2 --vgpu-compute=0.5 --export=ALL,LD_LIBRARY_PATH="$fake" \
+  "$app" dlsym alloc:600000000 hold >"$work/held.out" 2>&1 &
+holder=$!
+wait_for_alloc "$work/held.out"
+slices=$(curl -s --unix-socket "$work/vgpud.sock" "http://localhost/v1/slices?all=1")
+used=$(python3 -c 'import json,sys; s=[x for x in json.loads(sys.argv[1]) if x.get("name","").startswith("slurm-")]; \
+print(s[0]["memory_used_bytes"] if s else -1, s[0]["memory_limit_bytes"] if s else -1)' "$slices" 2>&1)
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+[[ "$used" == "600000000 $((2 * GIB))" ]] && pass "a limit from 2 shards alone is vgpud's too (2 GiB)" ||
+  fail "shards-only limit in vgpud: used/limit '$used'; slices $slices; $(cat "$work/held.out")"
+for _ in $(seq 1 300); do
+  grep -q '"slurm-' <<<"$(curl -s --unix-socket "$work/vgpud.sock" "http://localhost/v1/slices?all=1")" || break
+  sleep 0.1
+done
+
 # 13-16. Hardened mode: the library comes from /etc/ld.so.preload (slurmd's namespace's), the job's
 #     limits from a root-owned file, its identity from a cgroup the job cannot leave; the jobs run as
 #     an unprivileged user (root could undo all of it).

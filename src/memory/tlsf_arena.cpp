@@ -44,10 +44,10 @@ TlsfArena::TlsfArena(std::uint64_t capacity, std::uint64_t granule)
 }
 
 [[gnu::always_inline]] inline TlsfArena::Index TlsfArena::new_node() {
-  if (!spare_nodes_.empty()) {
+  if (spare_head_ != kNone) {
     // Not reset: every caller sets all six fields (split, the constructor via emplace_back).
-    const Index id = spare_nodes_.back();
-    spare_nodes_.pop_back();
+    const Index id = spare_head_;
+    spare_head_ = nodes_[id].prev_free;
     return id;
   }
   if (nodes_.size() >= kSpare) throw std::length_error("TlsfArena: 2^32 - 3 blocks");
@@ -59,7 +59,8 @@ TlsfArena::TlsfArena(std::uint64_t capacity, std::uint64_t granule)
 // is told apart from a live block; the mark stays until split() reuses the node.
 [[gnu::always_inline]] inline void TlsfArena::release_node(Index id) {
   nodes_[id].next_free = kSpare;
-  spare_nodes_.push_back(id);
+  nodes_[id].prev_free = spare_head_;  // the spare list's link (unused while spare)
+  spare_head_ = id;
 }
 
 [[gnu::always_inline]] inline void TlsfArena::insert_free(Index id) {

@@ -158,7 +158,7 @@ class TlsfArena {
   Index first_ = kNone;
 
   std::vector<Node> nodes_;
-  std::vector<Index> spare_nodes_;
+  Index spare_head_ = kNone;  // recycled nodes, linked through prev_free (no vector to grow or check)
   std::uint32_t stamp_ = 0;  // of the last allocation
   std::uint64_t fl_bitmap_ = 0;
   std::array<std::uint32_t, kFlCount> sl_bitmap_{};

@@ -116,10 +116,31 @@ EOF
 : >"$work/ld.so.preload"
 mkdir -m 755 "$work/run"
 namespace=""
+why_not_hardened="no private mount namespace here (unshare -m) to give slurmd its own /etc/ld.so.preload"
 if unshare -m true 2>/dev/null; then
   [[ -e /etc/ld.so.preload ]] || { : >/etc/ld.so.preload && made_preload=yes; }
   [[ -d /run/vgpu-slurm ]] || { mkdir -p /run/vgpu-slurm && made_run=yes; }
-  namespace=yes
+  # The whole arrangement once, before slurmd depends on it: both bind mounts in a private namespace.
+  if unshare -m --propagation private sh -c 'mount --bind "$1" /etc/ld.so.preload && mount --bind "$2" /run/vgpu-slurm' \
+    sh "$work/ld.so.preload" "$work/run" 2>/dev/null; then
+    namespace=yes
+  else
+    why_not_hardened="bind mounts over /etc/ld.so.preload and /run/vgpu-slurm fail in a private mount namespace here"
+  fi
+fi
+# Hardened mode puts tasks in a cgroup of the cgroup v2 hierarchy (this Slurm tracks processes
+# without cgroups): it needs one that root can write.
+cgroup_v2=""
+for root in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+  if [[ $(stat -fc %T "$root" 2>/dev/null) == cgroup2fs ]] && mkdir "$root/vgpu-slurm-probe" 2>/dev/null; then
+    rmdir "$root/vgpu-slurm-probe"
+    cgroup_v2=$root
+    break
+  fi
+done
+if [[ -n "$namespace" && -z "$cgroup_v2" ]]; then
+  namespace=""
+  why_not_hardened="no writable cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified"
 fi
 in_namespace() {
   if [[ -n "$namespace" ]]; then
@@ -292,7 +313,7 @@ kill "$vgpud_pid" 2>/dev/null
 wait "$vgpud_pid" 2>/dev/null
 vgpud_pid=""
 if [[ -z "$namespace" ]]; then
-  echo "SKIP: hardened mode (checks 13-16): no private mount namespace here (unshare -m) to give slurmd its own /etc/ld.so.preload"
+  echo "SKIP: hardened mode (checks 13-16): $why_not_hardened"
 else
   sed -i 's/mode=env/mode=hardened/' "$work/plugstack.conf"
   as_user() { (cd /tmp && timeout 60 runuser -u nobody -- srun -n1 --export=ALL,LD_LIBRARY_PATH="$fake" "$@" 2>&1); }

@@ -269,42 +269,40 @@ for _ in $(seq 1 300); do
   curl -sf --unix-socket "$work/vgpud.sock" http://localhost/v1/health >/dev/null 2>&1 && break
   sleep 0.1
 done
-timeout 60 srun -n1 --gres=shard:2 --vgpu-memory=1G --export=ALL,LD_LIBRARY_PATH="$fake" \
-  "$app" dlsym alloc:600000000 hold >"$work/held.out" 2>&1 &
-holder=$!
-wait_for_alloc "$work/held.out"
-slices=$(curl -s --unix-socket "$work/vgpud.sock" "http://localhost/v1/slices?all=1")
-used=$(python3 -c 'import json,sys; s=[x for x in json.loads(sys.argv[1]) if x.get("name","").startswith("slurm-")]; \
+vgpud_slices() { curl -s --unix-socket "$work/vgpud.sock" "http://localhost/v1/slices?all=1"; }
+# Runs a job (srun options in "$@") whose task holds 600 MB, and sets `used` to "USED LIMIT" of its
+# slice as vgpud lists it (-1 -1 when there is none) and `slices` to the whole list, once the
+# allocation was made; the job is then ended.
+slurm_slice_while_holding() {
+  timeout 60 srun -n1 "$@" --export=ALL,LD_LIBRARY_PATH="$fake" "$app" dlsym alloc:600000000 hold >"$work/held.out" 2>&1 &
+  local holder=$!
+  wait_for_alloc "$work/held.out"
+  slices=$(vgpud_slices)
+  used=$(python3 -c 'import json,sys; s=[x for x in json.loads(sys.argv[1]) if x.get("name","").startswith("slurm-")]; \
 print(s[0]["memory_used_bytes"] if s else -1, s[0]["memory_limit_bytes"] if s else -1)' "$slices" 2>&1)
-kill "$holder" 2>/dev/null
-wait "$holder" 2>/dev/null
+  kill "$holder" 2>/dev/null
+  wait "$holder" 2>/dev/null
+}
+# Waits until vgpud lists no Slurm job's slice; fails when one stays.
+slurm_slices_gone() {
+  for _ in $(seq 1 300); do
+    slices=$(vgpud_slices)
+    grep -q '"slurm-' <<<"$slices" || return 0
+    sleep 0.1
+  done
+  return 1
+}
+slurm_slice_while_holding --gres=shard:2 --vgpu-memory=1G
 [[ "$used" == "600000000 $GIB" ]] && pass "the job's slice is registered with vgpud (use and limit seen there)" ||
   fail "vgpud registration: used/limit '$used'; slices $slices; $(cat "$work/held.out")"
-gone=""
-for _ in $(seq 1 300); do
-  slices=$(curl -s --unix-socket "$work/vgpud.sock" "http://localhost/v1/slices?all=1")
-  grep -q '"slurm-' <<<"$slices" || { gone=yes; break; }
-  sleep 0.1
-done
-[[ -n "$gone" ]] && pass "the epilog ended the job's vgpud slice" || fail "vgpud slice left: $slices"
+slurm_slices_gone && pass "the epilog ended the job's vgpud slice" || fail "vgpud slice left: $slices"
 
 # 12. A limit that comes from the shards alone reaches vgpud's ledger too: the job is registered by its
 #     first task, which knows the shard count (the prolog does not).
-timeout 60 srun -n1 --gres=shard:2 --vgpu-compute=0.5 --export=ALL,LD_LIBRARY_PATH="$fake" \
-  "$app" dlsym alloc:600000000 hold >"$work/held.out" 2>&1 &
-holder=$!
-wait_for_alloc "$work/held.out"
-slices=$(curl -s --unix-socket "$work/vgpud.sock" "http://localhost/v1/slices?all=1")
-used=$(python3 -c 'import json,sys; s=[x for x in json.loads(sys.argv[1]) if x.get("name","").startswith("slurm-")]; \
-print(s[0]["memory_used_bytes"] if s else -1, s[0]["memory_limit_bytes"] if s else -1)' "$slices" 2>&1)
-kill "$holder" 2>/dev/null
-wait "$holder" 2>/dev/null
+slurm_slice_while_holding --gres=shard:2 --vgpu-compute=0.5
 [[ "$used" == "600000000 $((2 * GIB))" ]] && pass "a limit from 2 shards alone is vgpud's too (2 GiB)" ||
   fail "shards-only limit in vgpud: used/limit '$used'; slices $slices; $(cat "$work/held.out")"
-for _ in $(seq 1 300); do
-  grep -q '"slurm-' <<<"$(curl -s --unix-socket "$work/vgpud.sock" "http://localhost/v1/slices?all=1")" || break
-  sleep 0.1
-done
+slurm_slices_gone || fail "vgpud slice left after the shards-only job: $slices"
 
 # 13-16. Hardened mode: the library comes from /etc/ld.so.preload (slurmd's namespace's), the job's
 #     limits from a root-owned file, its identity from a cgroup the job cannot leave; the jobs run as

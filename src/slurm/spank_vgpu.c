@@ -410,10 +410,9 @@ int slurm_spank_job_prolog(spank_t sp, int argc, char** argv) {
   return create_region(job, uid, gid, g_memory);
 }
 
-/* The job's books, set up once per job by the first task of its first step (as root, under a lock in
- * state_dir): vgpud's slice when vgpud runs on the node, else the job's own region (which the prolog
- * made; made here if vgpud refused or went away). Later tasks and steps find them as they are. */
-static int set_up_books(uint32_t job, uid_t uid, gid_t gid, uint64_t memory, double compute, const char* gpu) {
+/* The job's lock (state_dir/job-<id>.lock, held until the descriptor is closed): the first task of the
+ * job sets its books up under it, so two tasks starting at once do it once. -1 (logged) on failure. */
+static int lock_job(uint32_t job) {
   if (mkdir(g_state_dir, 0755) == 0) (void)chmod(g_state_dir, 0755);
   char lock_path[MAX_PATH + 64];
   snprintf(lock_path, sizeof lock_path, "%s/job-%u.lock", g_state_dir, job);
@@ -423,15 +422,20 @@ static int set_up_books(uint32_t job, uid_t uid, gid_t gid, uint64_t memory, dou
     if (lock >= 0) close(lock);
     return -1;
   }
+  return lock;
+}
+
+/* The job's books, set up once per job by the first task of its first step (as root, under the job's
+ * lock): vgpud's slice when vgpud runs on the node, else the job's own region (which the prolog made;
+ * made here if vgpud refused or went away). Later tasks and steps find them as they are. */
+static int set_up_books(uint32_t job, uid_t uid, gid_t gid, uint64_t memory, double compute, const char* gpu) {
   char path[MAX_PATH + 64];
   state_file(job, path, sizeof path);
   struct stat st;
-  int rc = 0;
   if (stat(path, &st) != 0 && register_with_vgpud(job, uid, gid, memory, compute, gpu) != 0) {
-    rc = create_region(job, uid, gid, memory);
+    return create_region(job, uid, gid, memory);
   }
-  close(lock);
-  return rc;
+  return 0;
 }
 
 /* ---- hardened mode: limits the job cannot change ------------------------------------------------ */
@@ -546,27 +550,19 @@ static int hardened_directory(uint32_t job) {
   return 0;
 }
 
-/* Writes the job's limits file once (the first task of the job); later tasks and steps find it and
- * take the job's limits. Under a lock, so that two tasks starting at once write it once. */
+/* Writes the job's limits file once (the first task of the job, under the job's lock); later tasks and
+ * steps find it and take the job's limits. */
 static int write_limits(uint32_t job, uint64_t memory, double compute, const char* region, const char* gpu_region,
                         const char* uuid) {
   if (hardened_directory(job) != 0) return -1;
-  char lock_path[MAX_PATH + 64];
   char path[MAX_PATH + 64];
-  hardened_file(job, "lock", lock_path, sizeof lock_path);
   hardened_file(job, "limits", path, sizeof path);
-  const int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (lock < 0 || flock(lock, LOCK_EX) != 0) {
-    slurm_error("vgpu: job %u: cannot lock %s: %s", job, lock_path, strerror(errno));
-    if (lock >= 0) close(lock);
-    return -1;
-  }
   int rc = 0;
   struct stat st;
   if (lstat(path, &st) != 0) {
     char temporary[MAX_PATH + 64];
     hardened_file(job, "limits.new", temporary, sizeof temporary);
-    FILE* f = rc == 0 ? fopen(temporary, "w") : NULL;
+    FILE* f = fopen(temporary, "w");
     if (f != NULL) {
       fprintf(f, "%s=%llu\n%s=%.6f\n%s=%s\n%s=%s\n%s=%s\n", VGPU_HARDENED_KEY_MEMORY_LIMIT, (unsigned long long)memory,
               VGPU_HARDENED_KEY_COMPUTE_SHARE, compute > 0 ? compute : 1.0, VGPU_HARDENED_KEY_SHM_NAME, region,
@@ -577,16 +573,13 @@ static int write_limits(uint32_t job, uint64_t memory, double compute, const cha
     }
     if (rc != 0) slurm_error("vgpu: job %u: cannot write its limits %s: %s", job, path, strerror(errno));
   }
-  close(lock);
   return rc;
 }
 
-/* Removes what hardened mode made for the job: its limits, its lock and its cgroup (empty by now). */
+/* Removes what hardened mode made for the job: its limits and its cgroup (empty by now). */
 static void remove_hardened(uint32_t job) {
   char path[MAX_PATH + 64];
   hardened_file(job, "limits", path, sizeof path);
-  unlink(path);
-  hardened_file(job, "lock", path, sizeof path);
   unlink(path);
   char root[MAX_PATH];
   if (cgroup_root(root, sizeof root) == 0) {
@@ -764,14 +757,19 @@ int slurm_spank_task_init_privileged(spank_t sp, int argc, char** argv) {
   }
   char gpu[32] = "";
   if (first_gpu(sp, gpu, sizeof gpu) != 0) gpu[0] = '\0';
-  if (set_up_books(job, uid, gid, memory, compute, gpu) != 0) return -1;
-  if (!g_hardened) return 0;
-  char region[256];
-  char gpu_region[256];
-  job_regions(job, region, gpu_region, sizeof region);
-  char uuid[96] = "";
-  if (gpu[0] != '\0') (void)gpu_uuid((unsigned)strtoul(gpu, NULL, 10), uuid, sizeof uuid);
-  return write_limits(job, memory, compute, region, gpu_region, uuid);
+  const int lock = lock_job(job);
+  if (lock < 0) return -1;
+  int rc = set_up_books(job, uid, gid, memory, compute, gpu);
+  if (rc == 0 && g_hardened) {
+    char region[256];
+    char gpu_region[256];
+    job_regions(job, region, gpu_region, sizeof region);
+    char uuid[96] = "";
+    if (gpu[0] != '\0') (void)gpu_uuid((unsigned)strtoul(gpu, NULL, 10), uuid, sizeof uuid);
+    rc = write_limits(job, memory, compute, region, gpu_region, uuid);
+  }
+  close(lock);
+  return rc;
 }
 
 int slurm_spank_task_init(spank_t sp, int argc, char** argv) {

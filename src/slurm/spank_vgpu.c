@@ -650,7 +650,7 @@ static int seal_limit(uint32_t job, const char* name, uint64_t memory) {
  * order; a hand-written gres.conf should list /dev/nvidiaN in that order too. */
 typedef int nvml_return;
 typedef void* nvml_device;
-static int gpu_uuid(unsigned index, char* out, size_t size) {
+static int nvml_gpu_uuid(unsigned index, char* out, size_t size) {
   void* nvml = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
   if (nvml == NULL) return -1;
   /* POSIX's way to take a function from dlsym (ISO C has no object-to-function pointer cast). */
@@ -672,6 +672,22 @@ static int gpu_uuid(unsigned index, char* out, size_t size) {
   }
   dlclose(nvml);
   return rc;
+}
+
+/* nvml_gpu_uuid, asked once per task: in hardened mode the privileged and the user stage of the same
+ * task process both want it, and nvmlInit is slow on a real node. */
+static int gpu_uuid(unsigned index, char* out, size_t size) {
+  static int known = 0;
+  static unsigned known_index = 0;
+  static int known_rc = -1;
+  static char known_uuid[96];
+  if (!known || known_index != index) {
+    known_rc = nvml_gpu_uuid(index, known_uuid, sizeof known_uuid);
+    known_index = index;
+    known = 1;
+  }
+  if (known_rc == 0) snprintf(out, size, "%s", known_uuid);
+  return known_rc;
 }
 
 /* The first GPU of a comma-separated list such as SLURM_STEP_GPUS ("1,3"). */

@@ -54,25 +54,35 @@ std::uint64_t arena_granule(const MemoryManagerOptions& o) {
 }  // namespace
 
 struct GPUMemoryManager::Impl {
-  // A block's record, split in two. The half every allocate and free reads is 32 bytes, two to a
-  // cache line: at 100k live blocks the slot a free names is a cache miss, and a smaller table leaves
-  // more of the cache to the arena's nodes. The rest (alignment, LRU links, spilled contents) is only
-  // read by compaction, eviction and pins.
-  struct alignas(32) Slot {
-    std::uint32_t generation = 1;
+  // What the manager knows of a resident block beyond what the arena keeps (offset, size), in a table
+  // indexed by the block's arena node: 8 bytes, so at 100k live blocks the table is a fifth of the
+  // arena's nodes and free() loads it side by side with the node, both addressed by the handle.
+  struct Record {
+    static constexpr std::uint32_t kSlackBits = 24;  // slack < the granule <= kLargestGranule
+    static constexpr std::uint32_t kPinnedForever = 1U << 24U;
+    static constexpr std::uint32_t kIndirect = 1U << 25U;  // an evictable block: its handle names a Slot
+    std::uint32_t slack_and_flags = 0;  // slack (size - requested) in the low 24 bits, flags above
     std::uint16_t tenant = 0;
-    std::uint16_t pins = 0;
-    BlockId block = TlsfArena::kNoBlock;  // kNoBlock while spilled
-    std::uint64_t size = 0;               // rounded to the granule
-    std::uint32_t slack = 0;              // size - requested (< the granule)
-    bool live = false;
-    bool evictable = false;
-    bool pinned_forever = false;
-    bool in_lru = false;
+    std::uint8_t pins = 0;
+    std::uint8_t alignment_log2 = 0;
+    [[nodiscard]] std::uint64_t slack() const noexcept { return slack_and_flags & ((1U << kSlackBits) - 1); }
+    [[nodiscard]] bool pinned_forever() const noexcept { return (slack_and_flags & kPinnedForever) != 0; }
+    [[nodiscard]] bool indirect() const noexcept { return (slack_and_flags & kIndirect) != 0; }
+    [[nodiscard]] std::uint64_t alignment() const noexcept { return std::uint64_t{1} << alignment_log2; }
   };
-  static_assert(sizeof(Slot) == 32);
-  struct SlotExtra {
-    std::uint64_t alignment = 0;
+  static_assert(sizeof(Record) == 8);
+  static constexpr std::uint64_t kLargestGranule = std::uint64_t{1} << Record::kSlackBits;
+
+  // An evictable block's handle names one of these rather than its arena node, because eviction takes
+  // the node away and a restore gives it another: the slot follows the block. Only evictable blocks
+  // (AllocationOptions::evictable, not pinned) pay for the indirection.
+  struct Slot {
+    std::uint32_t generation = 1;
+    bool live = false;
+    bool in_lru = false;
+    BlockId block = TlsfArena::kNoBlock;  // kNoBlock while spilled
+    Record spilled_record;                // the block's record while it is spilled
+    std::uint64_t spilled_size = 0;
     std::uint32_t lru_prev = kNoSlot;
     std::uint32_t lru_next = kNoSlot;
     std::unique_ptr<std::byte[]> spill;
@@ -82,20 +92,26 @@ struct GPUMemoryManager::Impl {
     std::uint64_t quota = 0;  // 0: none
     std::uint64_t usage = 0;
   };
+  // Where a handle's block is: its arena block (kNoBlock while spilled) and its slot (kNoSlot for a
+  // block whose handle names its node).
+  struct Located {
+    BlockId block;
+    std::uint32_t slot;
+  };
 
   MemoryManagerOptions options;
   std::uint32_t id = g_next_manager_id.fetch_add(1);
   mutable std::mutex mutex;
   std::unique_ptr<Backing> backing;
   TlsfArena arena;
-  std::vector<std::uint32_t> block_owner;  // arena block id -> slot
+  std::vector<Record> records;  // arena node index -> the resident block's record
   std::vector<Slot> slots;
-  std::vector<SlotExtra> extras;  // beside slots, index for index
   std::vector<std::uint32_t> spare_slots;
+  std::uint64_t spilled_blocks = 0;
   std::vector<Tenant> tenants{Tenant{}};  // index 0: the unnamed tenant
   std::unordered_map<std::string, std::uint32_t> tenant_index{{"", 0}};
 
-  // LRU of resident, evictable, unpinned blocks: head = most recent.
+  // LRU of resident, evictable, unpinned blocks (slots): head = most recent.
   std::uint32_t lru_head = kNoSlot;
   std::uint32_t lru_tail = kNoSlot;
   std::uint64_t evictable_bytes = 0;
@@ -153,17 +169,41 @@ struct GPUMemoryManager::Impl {
   }
 
   // ---- handles ----
-  Slot& checked(MemoryBlock b) {
+  // The handle's block, or InvalidArgument. A handle naming a node carries the arena's stamp for the
+  // allocation as its generation, so the arena itself tells a live block from a stale handle.
+  Located locate(MemoryBlock b) const {
     if (!b.valid()) throw InvalidArgument("block: empty handle (default-constructed MemoryBlock)");
     if (b.manager != id) {
       throw InvalidArgument("block: the handle belongs to another GPUMemoryManager; free it where it was allocated");
     }
-    if (b.slot >= slots.size() || !slots[b.slot].live || slots[b.slot].generation != b.generation) {
-      throw InvalidArgument("block: the handle was already freed (double free) or never allocated here");
-    }
-    return slots[b.slot];
+    Located at{};
+    if (!find(b, at)) throw InvalidArgument("block: the handle was already freed (double free) or never allocated here");
+    return at;
   }
-  const Slot& checked(MemoryBlock b) const { return const_cast<Impl*>(this)->checked(b); }
+  // The same without throwing: false for any handle that names no live block of this manager.
+  bool find(MemoryBlock b, Located& at) const noexcept {
+    if (!b.valid() || b.manager != id) return false;
+    if ((b.slot & MemoryBlock::kSlotHandle) != 0) {
+      const std::uint32_t s = b.slot & ~MemoryBlock::kSlotHandle;
+      if (s >= slots.size() || !slots[s].live || slots[s].generation != b.generation) return false;
+      at = {slots[s].block, s};
+      return true;
+    }
+    const BlockId block = TlsfArena::block_id(b.slot, b.generation);
+    // An evictable block is named by its slot only: a node handle for it is made up.
+    if (!arena.holds(block) || records[b.slot].indirect()) return false;
+    at = {block, kNoSlot};
+    return true;
+  }
+  Record& record_of(BlockId block) { return records[TlsfArena::index_of(block)]; }
+  const Record& record_of(BlockId block) const { return records[TlsfArena::index_of(block)]; }
+  // The record of a located block, resident or spilled.
+  Record& record_of(const Located& at) {
+    return at.block != TlsfArena::kNoBlock ? record_of(at.block) : slots[at.slot].spilled_record;
+  }
+  [[nodiscard]] std::uint64_t size_of(const Located& at) const {
+    return at.block != TlsfArena::kNoBlock ? arena.size(at.block) : slots[at.slot].spilled_size;
+  }
 
   std::uint32_t tenant_of(const std::string& name) {
     if (tenants.size() > UINT16_MAX && tenant_index.find(name) == tenant_index.end()) {
@@ -179,27 +219,26 @@ struct GPUMemoryManager::Impl {
   // ---- LRU ----
   void lru_push_front(std::uint32_t s) {
     Slot& slot = slots[s];
-    SlotExtra& links = extras[s];
     slot.in_lru = true;
-    links.lru_prev = kNoSlot;
-    links.lru_next = lru_head;
-    if (lru_head != kNoSlot) extras[lru_head].lru_prev = s;
+    slot.lru_prev = kNoSlot;
+    slot.lru_next = lru_head;
+    if (lru_head != kNoSlot) slots[lru_head].lru_prev = s;
     lru_head = s;
     if (lru_tail == kNoSlot) lru_tail = s;
-    evictable_bytes += slot.size;
+    evictable_bytes += arena.size(slot.block);
   }
   void lru_remove(std::uint32_t s) {
     Slot& slot = slots[s];
     if (!slot.in_lru) return;
-    SlotExtra& links = extras[s];
-    if (links.lru_prev != kNoSlot) extras[links.lru_prev].lru_next = links.lru_next; else lru_head = links.lru_next;
-    if (links.lru_next != kNoSlot) extras[links.lru_next].lru_prev = links.lru_prev; else lru_tail = links.lru_prev;
+    if (slot.lru_prev != kNoSlot) slots[slot.lru_prev].lru_next = slot.lru_next; else lru_head = slot.lru_next;
+    if (slot.lru_next != kNoSlot) slots[slot.lru_next].lru_prev = slot.lru_prev; else lru_tail = slot.lru_prev;
     slot.in_lru = false;
-    links.lru_prev = links.lru_next = kNoSlot;
-    evictable_bytes -= slot.size;
+    slot.lru_prev = slot.lru_next = kNoSlot;
+    evictable_bytes -= arena.size(slot.block);
   }
+  // Slots hold only evictable blocks; one may be evicted now when resident and unpinned.
   [[nodiscard]] bool evictable_now(const Slot& slot) const {
-    return slot.evictable && !slot.pinned_forever && slot.pins == 0 && slot.block != TlsfArena::kNoBlock;
+    return slot.block != TlsfArena::kNoBlock && record_of(slot.block).pins == 0;
   }
   void touch(std::uint32_t s) {
     if (slots[s].in_lru && lru_head != s) {
@@ -222,7 +261,10 @@ struct GPUMemoryManager::Impl {
   void commit_under(std::uint64_t offset, std::uint64_t size) {
     const std::uint64_t first = offset >> chunk_shift;
     const std::uint64_t last = (offset + size - 1) >> chunk_shift;
-    if (chunks.all_committed(first, last)) return;  // the common case, one bitmap word
+    if (chunks.all_committed(first, last)) [[likely]] return;  // the common case, one bitmap word
+    commit_runs(first, last);
+  }
+  void commit_runs(std::uint64_t first, std::uint64_t last) {
     // The uncommitted runs, found a bitmap word at a time.
     std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
     chunks.for_each_uncommitted_run(first, last, [&](std::uint64_t start, std::uint64_t count) {
@@ -287,20 +329,18 @@ struct GPUMemoryManager::Impl {
   }
 
   // ---- compaction ----
-  [[nodiscard]] bool movable(BlockId b) const {
-    const Slot& slot = slots[block_owner[TlsfArena::index_of(b)]];
-    return !slot.pinned_forever && slot.pins == 0;
-  }
   std::uint64_t compact_locked() {
     std::uint64_t moved = 0;
     for (BlockId b = arena.first_block(); b != TlsfArena::kNoBlock; b = arena.next_block(b)) {
-      if (arena.is_free(b) || !movable(b) || !arena.can_slide_down(b)) continue;
+      if (arena.is_free(b) || !arena.can_slide_down(b)) continue;
+      const Record& record = record_of(b);
+      if (record.pinned_forever() || record.pins != 0) continue;
       const std::uint64_t from = arena.offset(b);
       const std::uint64_t size = arena.size(b);
       const std::uint64_t to = arena.offset(arena.prev_block(b));
       // A block keeps the alignment it was allocated with: it slides only to an offset that has it
       // (sliding a 2 MiB-aligned block down to offset 256 once broke it).
-      if (to % extras[block_owner[TlsfArena::index_of(b)]].alignment != 0) continue;
+      if (to % record.alignment() != 0) continue;
       // The destination's chunks may have been released while empty. Its occupancy changes only
       // once the data has moved, old range first: the ranges overlap, and a chunk inside both is
       // marked in use by one bit, which vacating the old range after occupying the new would clear.
@@ -313,7 +353,7 @@ struct GPUMemoryManager::Impl {
         queue_empty(to >> chunk_shift, (to + size - 1) >> chunk_shift);
         throw;
       }
-      arena.slide_down(b);
+      arena.slide_down(b);  // the block keeps its node, so its record and handle stay valid
       unplace(from, size);
       chunks.occupy(to >> chunk_shift, (to + size - 1) >> chunk_shift);
       note_peaks();
@@ -330,88 +370,97 @@ struct GPUMemoryManager::Impl {
   void evict(std::uint32_t s) {
     Slot& slot = slots[s];
     const std::uint64_t offset = arena.offset(slot.block);
+    const std::uint64_t size = arena.size(slot.block);
     // The contents first: if the host buffer or the copy fails, the block stays resident.
     std::unique_ptr<std::byte[]> spill;
     if (backing->holds_data()) {
-      spill = std::make_unique<std::byte[]>(slot.size);
-      backing->copy_to_host(spill.get(), offset, slot.size);
+      spill = std::make_unique<std::byte[]>(size);
+      backing->copy_to_host(spill.get(), offset, size);
     }
-    extras[s].spill = std::move(spill);
+    slot.spill = std::move(spill);
     lru_remove(s);
-    unplace(offset, slot.size);
+    slot.spilled_record = record_of(slot.block);
+    slot.spilled_size = size;
+    unplace(offset, size);
     arena.free(slot.block);
     slot.block = TlsfArena::kNoBlock;
-    spilled += slot.size;
+    spilled += size;
+    ++spilled_blocks;
     ++stats.evictions;
   }
 
   // Finds room for `size`: directly, then by compaction, then by evicting LRU blocks.
-  std::optional<BlockId> find_space(std::uint64_t size, std::uint64_t alignment) {
-    if (auto b = arena.allocate(size, alignment)) return b;
+  BlockId find_space(std::uint64_t size, std::uint64_t alignment) {
+    const BlockId b = arena.allocate_block(size, alignment);
+    if (b != TlsfArena::kNoBlock) [[likely]] return b;
+    return find_space_slow(size, alignment);
+  }
+  BlockId find_space_slow(std::uint64_t size, std::uint64_t alignment) {
     const std::uint64_t slack = alignment > arena.granule() ? alignment : 0;
     if (options.compaction && arena.free_bytes() >= size + slack) {
       compact_locked();
-      if (auto b = arena.allocate(size, alignment)) return b;
+      if (auto b = arena.allocate(size, alignment)) return *b;
     }
-    if (!options.eviction || arena.free_bytes() + evictable_bytes < size) return std::nullopt;
+    if (!options.eviction || arena.free_bytes() + evictable_bytes < size) return TlsfArena::kNoBlock;
     while (lru_tail != kNoSlot) {
       evict(lru_tail);
-      if (auto b = arena.allocate(size, alignment)) return b;
+      if (auto b = arena.allocate(size, alignment)) return *b;
       if (options.compaction && arena.free_bytes() >= size + slack) {
         compact_locked();
-        if (auto b = arena.allocate(size, alignment)) return b;
+        if (auto b = arena.allocate(size, alignment)) return *b;
       }
     }
-    return std::nullopt;
+    return TlsfArena::kNoBlock;
   }
 
-  // Gives slot `s` the arena block `b`: commits its chunks, then records it. When
-  // that fails the block goes back to the arena and the slot is unchanged.
-  void attach(std::uint32_t s, BlockId b) {
-    Slot& slot = slots[s];
+  // Makes arena block `b` the block `record` describes: commits its chunks and writes its record.
+  // When that fails the block goes back to the arena and nothing has changed.
+  void attach(BlockId b, const Record& record) {
+    const std::uint32_t index = TlsfArena::index_of(b);
     try {
-      const std::uint32_t index = TlsfArena::index_of(b);
-      if (block_owner.size() <= index) block_owner.resize(static_cast<std::size_t>(index) * 2 + 16, kNoSlot);
-      place(arena.offset(b), slot.size);
+      if (records.size() <= index) [[unlikely]] {
+        // A handle names a node by its index below MemoryBlock::kSlotHandle (2^31 nodes: 48 GiB of them).
+        if (index >= MemoryBlock::kSlotHandle) throw std::length_error("GPUMemoryManager: 2^31 blocks in one pool");
+        records.resize(static_cast<std::size_t>(index) * 2 + 16);
+      }
+      place(arena.offset(b), arena.size(b));
     } catch (...) {
       arena.free(b);
       throw;
     }
-    block_owner[TlsfArena::index_of(b)] = s;
-    slot.block = b;
-    if (evictable_now(slot)) lru_push_front(s);
+    records[index] = record;
   }
 
   void restore(std::uint32_t s) {
     Slot& slot = slots[s];
-    auto b = find_space(slot.size, extras[s].alignment);
-    if (!b) {
+    const BlockId b = find_space(slot.spilled_size, slot.spilled_record.alignment());
+    if (b == TlsfArena::kNoBlock) {
       throw OutOfMemoryError(
           fmt::format("cannot restore a spilled block of {}: the pool has {} free (largest piece {}) and nothing more "
                       "can be evicted; free or unpin blocks first",
-                      format_size(slot.size), format_size(arena.free_bytes()), format_size(arena.largest_free())),
-          tenants[slot.tenant].name, slot.size, arena.capacity(), arena.used_bytes(), false);
+                      format_size(slot.spilled_size), format_size(arena.free_bytes()), format_size(arena.largest_free())),
+          tenants[slot.spilled_record.tenant].name, slot.spilled_size, arena.capacity(), arena.used_bytes(), false);
     }
-    attach(s, *b);
-    if (extras[s].spill) {
+    attach(b, slot.spilled_record);
+    if (slot.spill) {
       try {
-        backing->copy_from_host(arena.offset(*b), extras[s].spill.get(), slot.size);
+        backing->copy_from_host(arena.offset(b), slot.spill.get(), slot.spilled_size);
       } catch (...) {  // the contents stay in the spill buffer; the block stays spilled
-        lru_remove(s);
-        unplace(arena.offset(*b), slot.size);
-        arena.free(*b);
-        block_owner[TlsfArena::index_of(*b)] = kNoSlot;
-        slot.block = TlsfArena::kNoBlock;
+        unplace(arena.offset(b), slot.spilled_size);
+        arena.free(b);
         throw;
       }
     }
-    extras[s].spill.reset();
-    spilled -= slot.size;
+    slot.block = b;
+    if (evictable_now(slot)) lru_push_front(s);
+    slot.spill.reset();
+    spilled -= slot.spilled_size;
+    --spilled_blocks;
     note_peaks();
     ++stats.restores;
   }
 
-  std::uintptr_t address_of(const Slot& slot) const { return backing->base() + arena.offset(slot.block); }
+  std::uintptr_t address_of(BlockId block) const { return backing->base() + arena.offset(block); }
 };
 
 // ---------------------------------------------------------------------------
@@ -432,6 +481,13 @@ MemoryManagerOptions validated(MemoryManagerOptions o) {
   if (!(o.fragmentation_threshold >= 0.0 && o.fragmentation_threshold <= 1.0)) {
     throw InvalidArgument(fmt::format("fragmentation_threshold: {} is out of range; use a fraction in [0, 1], e.g. 0.1",
                                       o.fragmentation_threshold));
+  }
+  // A block's record keeps its slack (under one granule) in 24 bits.
+  constexpr std::uint64_t kLargestAlignment = std::uint64_t{16} << 20U;
+  if (o.alignment > kLargestAlignment) {
+    throw InvalidArgument(fmt::format("alignment: {} is larger than a pool's largest alignment ({}); give at most 16MiB "
+                                      "(a single allocation may still ask for more with AllocationOptions::alignment)",
+                                      format_size(o.alignment), format_size(kLargestAlignment)));
   }
   if (o.pool_size < o.alignment) {
     throw InvalidArgument(fmt::format("pool_size: {} bytes is smaller than the alignment ({})", o.pool_size, o.alignment));
@@ -501,8 +557,8 @@ MemoryBlock GPUMemoryManager::allocate(std::uint64_t size, const AllocationOptio
                     format_size(tenant.quota - tenant.usage)),
         tenant.name, rounded, tenant.quota, tenant.usage, true);
   }
-  const auto block = m.find_space(rounded, alignment);
-  if (!block) {
+  const BlockId block = m.find_space(rounded, alignment);
+  if (block == TlsfArena::kNoBlock) {
     ++m.stats.failed_allocations;
     throw OutOfMemoryError(
         fmt::format("out of pool memory: asked for {}{} with {} of {} in use; {} free but the largest piece is {}, "
@@ -513,92 +569,94 @@ MemoryBlock GPUMemoryManager::allocate(std::uint64_t size, const AllocationOptio
                     format_size(m.arena.used_bytes() - m.evictable_bytes)),
         tenant.name, rounded, m.arena.capacity(), m.arena.used_bytes(), false);
   }
-  // A slot for the block (growing the table may throw; nothing is charged yet).
-  std::uint32_t s = 0;
-  const bool reused = !m.spare_slots.empty();
-  try {
-    if (reused) {
-      s = m.spare_slots.back();
-    } else {
-      s = static_cast<std::uint32_t>(m.slots.size());
-      m.extras.emplace_back();
-      try {
+  // An evictable block gets a slot for its handle to name (growing the table may throw; nothing is
+  // charged yet); any other block's handle names its node.
+  const bool indirect = options.evictable && !options.pinned;
+  std::uint32_t s = kNoSlot;
+  if (indirect) {
+    try {
+      if (!m.spare_slots.empty()) {
+        s = m.spare_slots.back();
+      } else {
+        m.spare_slots.reserve(m.slots.size() + 1);  // so that giving the slot back cannot throw
         m.slots.emplace_back();
-      } catch (...) {
-        m.extras.pop_back();
-        throw;
+        s = static_cast<std::uint32_t>(m.slots.size() - 1);
+        m.spare_slots.push_back(s);
       }
+    } catch (...) {
+      m.arena.free(block);
+      throw;
     }
-  } catch (...) {
-    m.arena.free(*block);
-    throw;
   }
-  Impl::Slot& slot = m.slots[s];
-  slot.size = rounded;
-  m.extras[s].alignment = alignment;
-  slot.evictable = options.evictable;
-  slot.pinned_forever = options.pinned;
-  slot.pins = 0;
+  Impl::Record record;
+  record.slack_and_flags = static_cast<std::uint32_t>(rounded - size) | (options.pinned ? Impl::Record::kPinnedForever : 0U) |
+                           (indirect ? Impl::Record::kIndirect : 0U);
+  record.tenant = static_cast<std::uint16_t>(t);
+  record.alignment_log2 = static_cast<std::uint8_t>(std::countr_zero(alignment));
   try {
-    m.attach(s, *block);  // commits the memory; on failure the block is back in the arena
+    m.attach(block, record);  // commits the memory; on failure the block is back in the arena
   } catch (...) {
-    if (!reused) {
-      m.slots.pop_back();
-      m.extras.pop_back();
-    }
     ++m.stats.failed_allocations;
     throw;
   }
-  if (reused) m.spare_slots.pop_back();
   // Only now, with the memory in place, is anything charged.
-  slot.live = true;
-  slot.slack = static_cast<std::uint32_t>(rounded - size);
-  slot.tenant = static_cast<std::uint16_t>(t);
   tenant.usage += rounded;
   m.requested += size;
   ++m.stats.allocations;
   m.note_peaks();
-  return MemoryBlock{s, slot.generation, m.id, TlsfArena::index_of(*block)};
+  if (!indirect) return MemoryBlock{TlsfArena::index_of(block), TlsfArena::stamp_of(block), m.id};
+  m.spare_slots.pop_back();
+  Impl::Slot& slot = m.slots[s];
+  slot.live = true;
+  slot.block = block;
+  m.lru_push_front(s);
+  return MemoryBlock{s | MemoryBlock::kSlotHandle, slot.generation, m.id};
 }
 
 void GPUMemoryManager::free(MemoryBlock block) {
   Impl& m = *impl_;
   auto lock = m.operation();
-  // With many live blocks both the handle's slot and its arena node are cache misses, the node's
-  // address read from the slot: loading them side by side takes one miss's time, not two.
-  if (block.slot < m.slots.size()) __builtin_prefetch(&m.slots[block.slot]);
-  m.arena.prefetch(block.node_hint);
-  Impl::Slot& slot = m.checked(block);
-  if (slot.pins != 0) {
+  // With many live blocks the handle's arena node and its record are both cache misses, both
+  // addressed by the handle: loading them side by side takes one miss's time, not two.
+  if ((block.slot & MemoryBlock::kSlotHandle) == 0) {
+    m.arena.prefetch(block.slot);
+    if (block.slot < m.records.size()) __builtin_prefetch(&m.records[block.slot]);
+  }
+  const Impl::Located at = m.locate(block);
+  const Impl::Record& record = m.record_of(at);
+  if (record.pins != 0) {
     throw InvalidArgument("block: cannot free a block while a PinnedBlock holds it; destroy the pin first");
   }
-  const BlockId resident = slot.block;
+  const std::uint64_t size = m.size_of(at);
   std::uint64_t offset = 0;
-  if (resident != TlsfArena::kNoBlock) {
-    // The chunk counters, the neighbours the arena merges with and the owner entry: more misses,
-    // started together, with the books below done while they load.
-    offset = m.arena.offset(resident);
-    m.chunks.prefetch_edges(offset >> m.chunk_shift, (offset + slot.size - 1) >> m.chunk_shift);
-    m.arena.prefetch_neighbours(resident);
-    __builtin_prefetch(&m.block_owner[TlsfArena::index_of(resident)]);
+  if (at.block != TlsfArena::kNoBlock) {
+    // The chunk counters and the neighbours the arena merges with: more misses, started together,
+    // with the books below done while they load.
+    offset = m.arena.offset(at.block);
+    m.chunks.prefetch_edges(offset >> m.chunk_shift, (offset + size - 1) >> m.chunk_shift);
+    m.arena.prefetch_neighbours(at.block);
   }
-  m.lru_remove(block.slot);
-  m.tenants[slot.tenant].usage -= slot.size;
-  m.requested -= slot.size - slot.slack;
-  m.freed_since_compaction += slot.size;
-  m.freed_since_check += slot.size;
-  if (resident != TlsfArena::kNoBlock) {
-    m.arena.free(resident);
-    m.unplace(offset, slot.size);
-    m.block_owner[TlsfArena::index_of(resident)] = kNoSlot;
-  } else {
-    m.spilled -= slot.size;
-    m.extras[block.slot].spill.reset();
+  m.tenants[record.tenant].usage -= size;
+  m.requested -= size - record.slack();
+  m.freed_since_compaction += size;
+  m.freed_since_check += size;
+  if (at.slot != kNoSlot) {
+    Impl::Slot& slot = m.slots[at.slot];
+    m.lru_remove(at.slot);
+    if (at.block == TlsfArena::kNoBlock) {
+      m.spilled -= size;
+      --m.spilled_blocks;
+      slot.spill.reset();
+    }
+    slot.live = false;
+    slot.block = TlsfArena::kNoBlock;
+    ++slot.generation;
+    m.spare_slots.push_back(at.slot);  // cannot throw: reserved when the slot was made
   }
-  slot.live = false;
-  slot.block = TlsfArena::kNoBlock;
-  ++slot.generation;
-  m.spare_slots.push_back(block.slot);
+  if (at.block != TlsfArena::kNoBlock) {
+    m.arena.free(at.block);
+    m.unplace(offset, size);
+  }
   ++m.stats.frees;
 
   // Amortised upkeep. Compact a fragmented pool when (a) fragmentation exceeds the
@@ -611,7 +669,7 @@ void GPUMemoryManager::free(MemoryBlock block) {
   const bool look = m.options.compaction && m.freed_since_compaction >= m.arena.capacity() / 16 &&
                     m.freed_since_compaction >= m.last_compaction_moved &&
                     m.freed_since_check >= m.arena.capacity() / 64;
-  if (look) {
+  if (look) [[unlikely]] {
     m.freed_since_check = 0;
     if (m.arena.largest_free() < m.arena.capacity() / 8 && m.arena.fragmentation() > m.options.fragmentation_threshold) {
       try {
@@ -628,43 +686,50 @@ void GPUMemoryManager::free(MemoryBlock block) {
 std::uintptr_t GPUMemoryManager::address(MemoryBlock block) {
   Impl& m = *impl_;
   auto lock = m.operation();
-  Impl::Slot& slot = m.checked(block);
-  if (slot.block == TlsfArena::kNoBlock) m.restore(block.slot);
-  m.touch(block.slot);
-  return m.address_of(m.slots[block.slot]);
+  const Impl::Located at = m.locate(block);
+  if (at.slot == kNoSlot) return m.address_of(at.block);
+  if (at.block == TlsfArena::kNoBlock) m.restore(at.slot);
+  m.touch(at.slot);
+  return m.address_of(m.slots[at.slot].block);
 }
 
 std::uint64_t GPUMemoryManager::size(MemoryBlock block) const {
   auto lock = impl_->operation();
-  return impl_->checked(block).size;
+  return impl_->size_of(impl_->locate(block));
 }
 
 bool GPUMemoryManager::resident(MemoryBlock block) const {
   auto lock = impl_->operation();
-  return impl_->checked(block).block != TlsfArena::kNoBlock;
+  return impl_->locate(block).block != TlsfArena::kNoBlock;
 }
 
 PinnedBlock GPUMemoryManager::pin(MemoryBlock block) {
   Impl& m = *impl_;
   auto lock = m.operation();
-  Impl::Slot& slot = m.checked(block);
-  if (slot.block == TlsfArena::kNoBlock) m.restore(block.slot);
-  Impl::Slot& restored = m.slots[block.slot];
-  if (restored.pins == UINT16_MAX) {
-    throw InvalidArgument(fmt::format("block: already pinned {} times at once; destroy some PinnedBlocks first", UINT16_MAX));
+  const Impl::Located at = m.locate(block);
+  BlockId resident = at.block;
+  if (resident == TlsfArena::kNoBlock) {
+    m.restore(at.slot);
+    resident = m.slots[at.slot].block;
   }
-  m.lru_remove(block.slot);
-  ++restored.pins;
-  return PinnedBlock(this, block, m.address_of(restored));
+  Impl::Record& record = m.record_of(resident);
+  if (record.pins == UINT8_MAX) {
+    throw InvalidArgument(fmt::format("block: already pinned {} times at once; destroy some PinnedBlocks first", UINT8_MAX));
+  }
+  if (at.slot != kNoSlot) m.lru_remove(at.slot);
+  ++record.pins;
+  return PinnedBlock(this, block, m.address_of(resident));
 }
 
 void GPUMemoryManager::unpin(MemoryBlock block) noexcept {
   Impl& m = *impl_;
   auto lock = m.operation();
-  if (block.slot >= m.slots.size()) return;
-  Impl::Slot& slot = m.slots[block.slot];
-  if (!slot.live || slot.generation != block.generation || slot.pins == 0) return;
-  if (--slot.pins == 0 && m.evictable_now(slot)) m.lru_push_front(block.slot);
+  Impl::Located at{};
+  // A pinned block cannot be freed or evicted, so its handle still locates it; anything else is ignored.
+  if (!m.find(block, at) || at.block == TlsfArena::kNoBlock) return;
+  Impl::Record& record = m.record_of(at.block);
+  if (record.pins == 0) return;
+  if (--record.pins == 0 && at.slot != kNoSlot && m.evictable_now(m.slots[at.slot])) m.lru_push_front(at.slot);
 }
 
 void GPUMemoryManager::set_quota(const std::string& tenant, std::uint64_t bytes) {
@@ -707,7 +772,7 @@ MemoryStats GPUMemoryManager::get_stats() const {
   s.largest_free_block = m.arena.largest_free();
   s.fragmentation = m.arena.fragmentation();
   s.spilled_bytes = m.spilled;
-  s.live_blocks = m.slots.size() - m.spare_slots.size();
+  s.live_blocks = m.arena.live_blocks() + m.spilled_blocks;
   return s;
 }
 
@@ -720,30 +785,53 @@ void GPUMemoryManager::check_invariants() const {
   m.arena.check_invariants();
   std::uint64_t resident = 0;
   std::uint64_t spilled = 0;
+  std::uint64_t spilled_blocks = 0;
   std::uint64_t evictable = 0;
   std::vector<std::uint64_t> usage(m.tenants.size(), 0);
   std::map<std::uint64_t, std::uint32_t> edges;  // chunk -> blocks starting or ending on it, counted afresh
   std::map<std::uint64_t, std::uint32_t> interior;  // chunk -> blocks covering it between their ends
+  std::vector<std::uint32_t> slot_of_node;  // arena node -> the slot naming it (evictable blocks)
   for (std::uint32_t s = 0; s < m.slots.size(); ++s) {
     const Impl::Slot& slot = m.slots[s];
-    if (!slot.live) continue;
-    usage[slot.tenant] += slot.size;
+    if (!slot.live) {
+      if (slot.in_lru || slot.block != TlsfArena::kNoBlock) throw std::logic_error("a free slot holds a block");
+      continue;
+    }
     if (slot.block == TlsfArena::kNoBlock) {
-      spilled += slot.size;
+      spilled += slot.spilled_size;
+      ++spilled_blocks;
+      usage[slot.spilled_record.tenant] += slot.spilled_size;
       if (slot.in_lru) throw std::logic_error("a spilled block is in the LRU list");
       continue;
     }
-    if (m.block_owner[TlsfArena::index_of(slot.block)] != s) throw std::logic_error("block owner map disagrees with a slot");
-    if (m.arena.size(slot.block) != slot.size) throw std::logic_error("slot size disagrees with its arena block");
-    resident += slot.size;
+    if (!m.arena.holds(slot.block)) throw std::logic_error("a slot names a block the arena does not hold");
+    const std::uint32_t node = TlsfArena::index_of(slot.block);
+    if (slot_of_node.size() <= node) slot_of_node.resize(node + 1, kNoSlot);
+    if (slot_of_node[node] != kNoSlot) throw std::logic_error("two slots name one block");
+    slot_of_node[node] = s;
     if (slot.in_lru != m.evictable_now(slot)) throw std::logic_error("LRU membership is wrong for a block");
-    if (slot.in_lru) evictable += slot.size;
-    const std::uint64_t off = m.arena.offset(slot.block);
-    if (off % m.extras[s].alignment != 0) {
-      throw std::logic_error(fmt::format("a block at offset {} breaks its alignment {}", off, m.extras[s].alignment));
+    if (slot.in_lru) evictable += m.arena.size(slot.block);
+  }
+  std::uint64_t lru_bytes = 0;
+  for (std::uint32_t s = m.lru_head; s != kNoSlot; s = m.slots[s].lru_next) lru_bytes += m.arena.size(m.slots[s].block);
+  if (lru_bytes != evictable) throw std::logic_error("the LRU list does not hold exactly the evictable blocks");
+  for (BlockId b = m.arena.first_block(); b != TlsfArena::kNoBlock; b = m.arena.next_block(b)) {
+    if (m.arena.is_free(b)) continue;
+    const Impl::Record& record = m.record_of(b);
+    const std::uint32_t node = TlsfArena::index_of(b);
+    const bool named_by_slot = node < slot_of_node.size() && slot_of_node[node] != kNoSlot;
+    if (record.indirect() != named_by_slot) throw std::logic_error("a block's record and the slots disagree on its handle");
+    if (record.tenant >= m.tenants.size()) throw std::logic_error("a block's tenant does not exist");
+    const std::uint64_t size = m.arena.size(b);
+    if (record.slack() >= m.arena.granule()) throw std::logic_error("a block's slack is a granule or more");
+    usage[record.tenant] += size;
+    resident += size;
+    const std::uint64_t off = m.arena.offset(b);
+    if (off % record.alignment() != 0) {
+      throw std::logic_error(fmt::format("a block at offset {} breaks its alignment {}", off, record.alignment()));
     }
     const std::uint64_t first = off >> m.chunk_shift;
-    const std::uint64_t last = (off + slot.size - 1) >> m.chunk_shift;
+    const std::uint64_t last = (off + size - 1) >> m.chunk_shift;
     ++edges[first];
     if (last != first) ++edges[last];
     for (std::uint64_t c = first; c <= last; ++c) {
@@ -752,7 +840,7 @@ void GPUMemoryManager::check_invariants() const {
     }
   }
   if (resident != m.arena.used_bytes()) throw std::logic_error("resident blocks do not add up to the arena's used bytes");
-  if (spilled != m.spilled) throw std::logic_error("spilled bytes are wrong");
+  if (spilled != m.spilled || spilled_blocks != m.spilled_blocks) throw std::logic_error("spilled bytes are wrong");
   if (evictable != m.evictable_bytes) throw std::logic_error("evictable bytes are wrong");
   for (std::size_t t = 0; t < usage.size(); ++t) {
     if (usage[t] != m.tenants[t].usage) throw std::logic_error(fmt::format("tenant '{}' usage is wrong", m.tenants[t].name));

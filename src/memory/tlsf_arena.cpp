@@ -226,7 +226,7 @@ TlsfArena::Index TlsfArena::find_aligned_fit(std::uint64_t units, std::uint64_t 
 
 void TlsfArena::free(BlockId block) {
   Index id = index_of(block);
-  if (id >= nodes_.size() || nodes_[id].next_free != kAllocated || nodes_[id].prev_free != (block >> 32U)) [[unlikely]] {
+  if (!holds(block)) [[unlikely]] {
     throw std::logic_error(fmt::format("TlsfArena::free: block {} (node {}) is not allocated (freed twice, or never "
                                        "allocated)", block, id));
   }

@@ -16,13 +16,12 @@
 namespace apt::vgpu::memory {
 
 struct MemoryBlock {
+  // Set in `slot` when it names one of the manager's slots for evictable blocks (whose place in the
+  // pool eviction takes away) rather than the block's allocator node.
+  static constexpr std::uint32_t kSlotHandle = 1U << 31U;
   std::uint32_t slot = UINT32_MAX;
   std::uint32_t generation = 0;
   std::uint32_t manager = 0;
-  // The allocator node the block had when it was allocated: free() starts loading it while the handle's
-  // own record is fetched, so the two cache misses overlap. A hint only, never trusted (eviction may
-  // have given the block another node since).
-  std::uint32_t node_hint = UINT32_MAX;
 
   [[nodiscard]] bool valid() const noexcept { return slot != UINT32_MAX; }
   friend bool operator==(const MemoryBlock&, const MemoryBlock&) = default;

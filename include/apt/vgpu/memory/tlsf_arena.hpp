@@ -41,6 +41,12 @@ class TlsfArena {
   static constexpr BlockId kNoBlock = UINT64_MAX;
   // The dense node index of a block (< the number of nodes ever made), for side tables.
   [[nodiscard]] static constexpr std::uint32_t index_of(BlockId block) noexcept { return static_cast<std::uint32_t>(block); }
+  // The stamp of the allocation that made `block` (never 0), and the id made of an index and a stamp:
+  // a caller may keep an id as these two halves.
+  [[nodiscard]] static constexpr std::uint32_t stamp_of(BlockId block) noexcept { return static_cast<std::uint32_t>(block >> 32U); }
+  [[nodiscard]] static constexpr BlockId block_id(std::uint32_t index, std::uint32_t stamp) noexcept {
+    return (BlockId{stamp} << 32U) | index;
+  }
 
   // Throws InvalidArgument when the granule is not a power of two, the
   // capacity is smaller than one granule, or it holds 2^32 granules or more.
@@ -65,6 +71,12 @@ class TlsfArena {
   }
   [[nodiscard]] std::uint64_t size(BlockId block) const { return std::uint64_t{nodes_[index_of(block)].size} << granule_shift_; }
   [[nodiscard]] bool is_free(BlockId block) const { return is_free_node(nodes_[index_of(block)]); }
+  // Whether `block` is allocated now, by the allocation that gave out this id (any id: a stale,
+  // foreign or made-up one is false).
+  [[nodiscard]] bool holds(BlockId block) const noexcept {
+    const Index id = index_of(block);
+    return id < nodes_.size() && nodes_[id].next_free == kAllocated && nodes_[id].prev_free == stamp_of(block);
+  }
   // Starts loading node `index` into the cache (any index: out of range does nothing). For a caller
   // that knows which block it will free before it can prove it.
   void prefetch(std::uint32_t index) const noexcept {

@@ -171,6 +171,99 @@ TEST(GPUMemoryManager, BadInputIsRejectedAndChangesNothing) {
   EXPECT_THROW(GPUMemoryManager("lots"), InvalidArgument);
 }
 
+// A handle names its block's allocator node (an evictable block's, a slot): a stale handle must not
+// reach the block that reuses its node or slot, and neither kind may pass for the other.
+TEST(GPUMemoryManager, StaleHandlesNeverReachTheBlockThatReusesTheirPlace) {
+  GPUMemoryManager m(host_pool(16 * kMiB));
+  const MemoryBlock old_block = m.allocate(kMiB);
+  m.free(old_block);
+  const MemoryBlock reuser = m.allocate(kMiB);  // the arena hands out the node just freed
+  ASSERT_EQ(reuser.slot, old_block.slot) << "the test needs the node reused";
+  fill(m, reuser, 7);
+  EXPECT_THROW(m.free(old_block), InvalidArgument);
+  EXPECT_THROW((void)m.address(old_block), InvalidArgument);
+  EXPECT_THROW((void)m.pin(old_block), InvalidArgument);
+  EXPECT_TRUE(intact(m, reuser, 7));
+
+  const MemoryBlock spillable = m.allocate(kMiB, evictable());
+  EXPECT_NE(spillable.slot & MemoryBlock::kSlotHandle, 0U);
+  m.free(spillable);
+  const MemoryBlock next = m.allocate(kMiB, evictable());  // the same slot, a new generation
+  EXPECT_EQ(next.slot, spillable.slot);
+  EXPECT_THROW(m.free(spillable), InvalidArgument);
+  // Its node, named directly with any generation, is refused: only the slot names an evictable block.
+  // (Every node handle but `reuser`'s own names nothing live.)
+  int accepted = 0;
+  for (std::uint32_t node = 0; node < 8; ++node) {
+    for (std::uint32_t g = 1; g < 64; ++g) {
+      const MemoryBlock made_up{node, g, next.manager};
+      if (made_up == reuser) continue;
+      try {
+        (void)m.size(made_up);
+        ++accepted;
+      } catch (const InvalidArgument&) {
+      }
+    }
+  }
+  EXPECT_EQ(accepted, 0);
+  EXPECT_EQ(m.size(reuser), kMiB);
+  EXPECT_EQ(m.get_stats().live_blocks, 2U);
+  m.check_invariants();
+}
+
+// An evictable block keeps its handle through eviction and restore, and counts as live while spilled.
+TEST(GPUMemoryManager, ASpilledBlockKeepsItsHandle) {
+  GPUMemoryManager m(host_pool(8 * kMiB));
+  const MemoryBlock spillable = m.allocate(4 * kMiB, evictable());
+  fill(m, spillable, 3);
+  const MemoryBlock other = m.allocate(4 * kMiB);
+  const MemoryBlock pressing = m.allocate(4 * kMiB);  // evicts `spillable`
+  EXPECT_FALSE(m.resident(spillable));
+  EXPECT_EQ(m.size(spillable), 4 * kMiB);
+  EXPECT_EQ(m.get_stats().live_blocks, 3U);
+  m.check_invariants();
+  m.free(pressing);
+  {
+    auto pin = m.pin(spillable);  // restores it, at whatever node the arena gives
+    EXPECT_TRUE(m.resident(spillable));
+    EXPECT_THROW(m.free(spillable), InvalidArgument);
+  }
+  EXPECT_TRUE(intact(m, spillable, 3));
+  m.free(spillable);
+  EXPECT_THROW((void)m.resident(spillable), InvalidArgument);
+  m.free(other);
+  EXPECT_EQ(m.get_stats().live_blocks, 0U);
+  m.check_invariants();
+}
+
+TEST(GPUMemoryManager, PinsAndPoolAlignmentHaveClearLimits) {
+  GPUMemoryManager m(host_pool(16 * kMiB));
+  const MemoryBlock b = m.allocate(kMiB);
+  std::vector<PinnedBlock> pins;
+  for (int i = 0; i < 255; ++i) pins.push_back(m.pin(b));
+  try {
+    (void)m.pin(b);
+    FAIL() << "a 256th pin was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("pinned 255 times"), std::string::npos) << e.what();
+  }
+  pins.clear();
+  m.free(b);
+  try {
+    GPUMemoryManager too_coarse(pool_options(kMiB << 10U, BackingKind::none, 32 * kMiB));
+    FAIL() << "a 32 MiB pool alignment was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("alignment"), std::string::npos) << e.what();
+  }
+  GPUMemoryManager coarse(pool_options(kMiB << 10U, BackingKind::none, 16 * kMiB));
+  const MemoryBlock one_byte = coarse.allocate(1);  // 16 MiB - 1 of slack, kept exactly
+  EXPECT_EQ(coarse.size(one_byte), 16 * kMiB);
+  EXPECT_EQ(coarse.get_stats().requested, 1U);
+  coarse.free(one_byte);
+  EXPECT_EQ(coarse.get_stats().requested, 0U);
+  coarse.check_invariants();
+}
+
 TEST(GPUMemoryManager, QuotasLimitOneTenantOnly) {
   GPUMemoryManager m(host_pool(64 * kMiB));
   m.set_quota("vgpu-a", 8 * kMiB);

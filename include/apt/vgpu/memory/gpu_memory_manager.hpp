@@ -51,7 +51,7 @@ struct MemoryManagerOptions {
   // pool is committed up front and kept.
   bool lazy = true;
   // Empty chunks older than this are returned to the backing by collect_garbage(),
-  // which also runs opportunistically on free.
+  // which also runs opportunistically on free (on every free with gc_idle 0, else on every 16th).
   std::chrono::milliseconds gc_idle{1000};
 
   // From a profile's vgpu.memory section; pool_size defaults to `gpu_memory`.

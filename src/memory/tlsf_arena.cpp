@@ -28,7 +28,7 @@ TlsfArena::TlsfArena(std::uint64_t capacity, std::uint64_t granule)
   nodes_[whole].offset = 0;
   nodes_[whole].size = static_cast<std::uint32_t>(capacity_ >> granule_shift_);
   first_ = whole;
-  insert_free(whole);
+  insert_free(whole, nodes_[whole].size);
 }
 
 // The helpers below are on every allocate/free path; inlined, the compiler keeps node fields in
@@ -63,11 +63,13 @@ TlsfArena::TlsfArena(std::uint64_t capacity, std::uint64_t granule)
   spare_head_ = id;
 }
 
-[[gnu::always_inline]] inline void TlsfArena::insert_free(Index id) {
+// `size` is the node's size, passed by callers that have just computed it: reading it back from the
+// node a few stores later waited on store-to-load forwarding (a twentieth of an allocation).
+[[gnu::always_inline]] inline void TlsfArena::insert_free(Index id, std::uint32_t size) {
   Node& n = nodes_[id];
   std::size_t fl = 0;
   std::size_t sl = 0;
-  mapping(n.size, fl, sl);
+  mapping(size, fl, sl);
   const Index head = heads_[fl][sl];
   n.prev_free = kNone;
   n.next_free = head;
@@ -111,7 +113,7 @@ TlsfArena::TlsfArena(std::uint64_t capacity, std::uint64_t granule)
   // No merge to the right: `id` is (the rest of) a whole free block, and a free block's right
   // neighbour is always allocated (free blocks are coalesced at once).
   if (t.next_phys != kNone) nodes_[t.next_phys].prev_phys = tail;
-  insert_free(tail);
+  insert_free(tail, rest);
 }
 
 [[gnu::always_inline]] inline void TlsfArena::absorb_next(Index left) {
@@ -192,7 +194,7 @@ TlsfArena::BlockId TlsfArena::allocate_block(std::uint64_t size, std::uint64_t a
       split(id, padding);
       const Index padded = nodes_[id].next_phys;
       remove_free(padded);
-      insert_free(id);
+      insert_free(id, padding);
       id = padded;
     }
   }
@@ -230,21 +232,30 @@ void TlsfArena::free(BlockId block) {
     throw std::logic_error(fmt::format("TlsfArena::free: block {} (node {}) is not allocated (freed twice, or never "
                                        "allocated)", block, id));
   }
-  nodes_[id].prev_free = kNone;
-  used_ -= std::uint64_t{nodes_[id].size} << granule_shift_;
+  // The merged block's extent is worked out in registers and written once.
+  std::uint32_t size = nodes_[id].size;
+  used_ -= std::uint64_t{size} << granule_shift_;
   --live_;
   const Index next = nodes_[id].next_phys;
+  const Index prev = nodes_[id].prev_phys;
+  Index after = next;  // the block physically after the merged one
   if (next != kNone && is_free_node(nodes_[next])) {
     remove_free(next);
-    absorb_next(id);
+    size += nodes_[next].size;
+    after = nodes_[next].next_phys;
+    release_node(next);
   }
-  const Index prev = nodes_[id].prev_phys;
   if (prev != kNone && is_free_node(nodes_[prev])) {
     remove_free(prev);
-    absorb_next(prev);
+    size += nodes_[prev].size;
+    release_node(id);
     id = prev;
   }
-  insert_free(id);
+  Node& merged = nodes_[id];
+  merged.size = size;
+  merged.next_phys = after;
+  if (after != kNone) nodes_[after].prev_phys = id;
+  insert_free(id, size);
 }
 
 std::uint64_t TlsfArena::largest_free() const {
@@ -291,7 +302,7 @@ void TlsfArena::slide_down(BlockId block) {
     remove_free(after);
     absorb_next(gap);
   }
-  insert_free(gap);
+  insert_free(gap, nodes_[gap].size);
 }
 
 void TlsfArena::check_invariants() const {

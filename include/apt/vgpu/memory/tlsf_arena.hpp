@@ -143,7 +143,7 @@ class TlsfArena {
 
   Index new_node();
   void release_node(Index id);
-  void insert_free(Index id);
+  void insert_free(Index id, std::uint32_t size);
   void remove_free(Index id);
   // Splits `id` (the rest of a whole free block) so it keeps `size` granules; the rest becomes a
   // new free block.

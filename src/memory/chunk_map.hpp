@@ -99,7 +99,7 @@ class ChunkMap {
   bool mark_empty(std::uint64_t first, std::uint64_t last, std::int64_t now) {
     bool newly = false;
     for_pages(first, last, [&](Page& p, std::uint64_t lo, std::uint64_t hi) {
-      std::fill(p.empty_since.get() + lo, p.empty_since.get() + hi + 1, now);
+      std::fill(p.empty_since + lo, p.empty_since + hi + 1, now);
       for_words(lo, hi, [&](std::uint64_t w, std::uint64_t mask) {
         newly = newly || (p.queued[w] & mask) != mask;
         p.queued[w] |= mask;
@@ -163,8 +163,10 @@ class ChunkMap {
     std::uint64_t committed[kWords] = {};
     std::uint64_t interior[kWords] = {};
     std::uint64_t queued[kWords] = {};
-    std::unique_ptr<std::uint32_t[]> edge_refs = std::make_unique<std::uint32_t[]>(kPageChunks);
-    std::unique_ptr<std::int64_t[]> empty_since = std::make_unique<std::int64_t[]>(kPageChunks);
+    // In the page itself, not behind pointers of their own: a counter is then one load after the
+    // page pointer, not two (occupy and vacate run on every allocate and free).
+    std::uint32_t edge_refs[kPageChunks] = {};
+    std::int64_t empty_since[kPageChunks] = {};
   };
   using Bits = std::uint64_t (Page::*)[kWords];
 

@@ -546,7 +546,7 @@ MemoryBlock GPUMemoryManager::allocate(std::uint64_t size, const AllocationOptio
   auto lock = m.operation();
   const std::uint64_t granule = m.arena.granule();
   const std::uint64_t alignment = std::max(options.alignment, granule);
-  const std::uint64_t rounded = (size + granule - 1) / granule * granule;
+  const std::uint64_t rounded = (size + granule - 1) & ~(granule - 1);  // the granule is a power of two
   if (rounded > m.arena.capacity() || rounded < size) {
     throw InvalidArgument(fmt::format("size: {} is larger than the whole pool ({}); ask for less or make the pool larger",
                                       format_size(size), format_size(m.arena.capacity())));

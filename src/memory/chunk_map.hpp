@@ -39,6 +39,11 @@ class ChunkMap {
   void set_committed(std::uint64_t first, std::uint64_t last, bool value) { assign(&Page::committed, first, last, value); }
   // Whether every chunk in [first, last] is committed (the common case a new block lands in).
   [[nodiscard]] bool all_committed(std::uint64_t first, std::uint64_t last) const {
+    if (first / 64 == last / 64) {  // within one bitmap word (and so one page): most blocks
+      const Page* p = peek(first);
+      const std::uint64_t mask = word_mask(first % 64, last % 64);
+      return p != nullptr && (p->committed[(first % kPageChunks) / 64] & mask) == mask;
+    }
     return find(&Page::committed, first, last, false) > last;
   }
   // Calls f(run_first, run_count) for each run of uncommitted chunks in [first, last], in order,
@@ -171,6 +176,10 @@ class ChunkMap {
   using Bits = std::uint64_t (Page::*)[kWords];
 
   static bool bit(const std::uint64_t* words, std::uint64_t i) { return ((words[i / 64] >> (i % 64)) & 1U) != 0; }
+  // Bits [from, to] of a word (from <= to < 64).
+  static std::uint64_t word_mask(std::uint64_t from, std::uint64_t to) {
+    return (to - from == 63 ? ~std::uint64_t{0} : ((std::uint64_t{1} << (to - from + 1)) - 1)) << from;
+  }
 
   Page& page(std::uint64_t c) {
     auto& p = pages_[c / kPageChunks];
@@ -198,8 +207,7 @@ class ChunkMap {
     for (std::uint64_t w = lo / 64; w <= hi / 64; ++w) {
       const std::uint64_t from = w == lo / 64 ? lo % 64 : 0;
       const std::uint64_t to = w == hi / 64 ? hi % 64 : 63;
-      const std::uint64_t mask = (to - from == 63 ? ~std::uint64_t{0} : ((std::uint64_t{1} << (to - from + 1)) - 1)) << from;
-      f(w, mask);
+      f(w, word_mask(from, to));
     }
   }
   void assign(Bits bits, std::uint64_t first, std::uint64_t last, bool value) {

@@ -104,15 +104,18 @@ TlsfArena::TlsfArena(std::uint64_t capacity, std::uint64_t granule)
   const Index tail = new_node();  // may reallocate nodes_: index, don't hold references
   Node& t = nodes_[tail];
   Node& n = nodes_[id];
+  // The neighbour in a local: read back from `t` after the stores below (which the compiler must
+  // assume may alias it), it waited on store-to-load forwarding from a 16-byte vector store.
+  const Index after = n.next_phys;
   t.offset = n.offset + size;
   t.size = rest;
   t.prev_phys = id;
-  t.next_phys = n.next_phys;
+  t.next_phys = after;
   n.next_phys = tail;
   n.size = size;
   // No merge to the right: `id` is (the rest of) a whole free block, and a free block's right
   // neighbour is always allocated (free blocks are coalesced at once).
-  if (t.next_phys != kNone) nodes_[t.next_phys].prev_phys = tail;
+  if (after != kNone) nodes_[after].prev_phys = tail;
   insert_free(tail, rest);
 }
 
@@ -199,7 +202,7 @@ TlsfArena::BlockId TlsfArena::allocate_block(std::uint64_t size, std::uint64_t a
     }
   }
   split(id, static_cast<std::uint32_t>(units_wanted));
-  used_ += std::uint64_t{nodes_[id].size} << granule_shift_;
+  used_ += units_wanted << granule_shift_;  // the block's size now (not read back from the node just written)
   ++live_;
   if (++stamp_ == 0) stamp_ = 1;  // 0 is never a live stamp
   nodes_[id].prev_free = stamp_;

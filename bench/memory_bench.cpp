@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <random>
 #include <type_traits>
 #include <unordered_map>
@@ -199,10 +200,14 @@ void BM_ManagerAllocFree(benchmark::State& state) {
   o.backing = apt::vgpu::memory::BackingKind::none;
   o.gc_idle = std::chrono::hours(1);
   apt::vgpu::memory::GPUMemoryManager manager(o);
-  std::vector<apt::vgpu::memory::MemoryBlock> blocks;
-  for (std::uint64_t s : random_sizes(static_cast<std::size_t>(state.range(0)), 1, state.range(1))) {
-    blocks.push_back(manager.allocate(s));
-  }
+  // The same operations as BM_TlsfAllocFree's on the same sizes (fill, free and refill a random half,
+  // then churn), so the manager's time over its arena's is the cost of the manager alone.
+  struct Adapter {
+    apt::vgpu::memory::GPUMemoryManager& m;
+    std::optional<apt::vgpu::memory::MemoryBlock> allocate(std::uint64_t size) { return m.allocate(size); }
+    void free(const apt::vgpu::memory::MemoryBlock& b) { m.free(b); }
+  } adapter{manager};
+  auto blocks = fragmented_blocks(adapter, static_cast<std::size_t>(state.range(0)), state.range(1));
   churn(state, blocks, [&](const apt::vgpu::memory::MemoryBlock& b) { manager.free(b); },
         [&](std::uint64_t size) { return manager.allocate(size); }, state.range(1));
 }

@@ -101,6 +101,32 @@ TEST(TlsfArena, AStaleIdNeverFreesTheBlockThatReusedItsNode) {
   EXPECT_EQ(a.used_bytes(), 0U);
 }
 
+// Node 0 is the sink that absent list links are written to: after churn has written scratch links
+// into it, no id naming it is taken for a block.
+TEST(TlsfArena, NoIdNamesTheSinkNode) {
+  TlsfArena arena(1 << 20);
+  std::mt19937_64 rng(9);
+  std::vector<TlsfArena::BlockId> live;
+  for (int i = 0; i < 2000; ++i) {
+    if (!live.empty() && rng() % 2 == 0) {
+      const std::size_t k = rng() % live.size();
+      arena.free(live[k]);
+      live[k] = live.back();
+      live.pop_back();
+    } else if (auto b = arena.allocate(256 * (1 + rng() % 16))) {
+      EXPECT_NE(TlsfArena::index_of(*b), 0U);
+      live.push_back(*b);
+    }
+  }
+  for (std::uint32_t stamp = 0; stamp < 4096; ++stamp) {
+    const TlsfArena::BlockId made_up = TlsfArena::block_id(0, stamp);
+    ASSERT_FALSE(arena.holds(made_up)) << "stamp " << stamp;
+    EXPECT_FALSE(arena.can_slide_down(made_up));
+  }
+  EXPECT_THROW(arena.free(TlsfArena::block_id(0, 1)), std::logic_error);
+  arena.check_invariants();
+}
+
 TEST(TlsfArena, AnOverAlignedRequestTakesAnExactlyAlignedFit) {
   constexpr std::uint64_t kMiB = 1 << 20;
   TlsfArena a(4 * kMiB, 256);

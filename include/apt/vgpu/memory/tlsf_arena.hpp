@@ -142,9 +142,9 @@ class TlsfArena {
   static bool is_free_node(const Node& n) noexcept { return n.next_free != kAllocated && n.next_free != kSpare; }
   // Node 0 is never a block: a link that may be kNone is written through or_sink(link), so "update
   // the neighbour if there is one" is a store to a chosen address instead of a branch (those
-  // branches mispredicted about 1.5 times per allocate + free when free lists are short). Its link
-  // fields are scratch; its next_free only ever receives list links (an index or kNone), never
-  // kAllocated, so no id names it (holds() is false) and it is in no list or physical order.
+  // branches mispredicted about 1.5 times per allocate + free when free lists are short). Only its
+  // prev_free and prev_phys are written, as scratch; its next_free stays kSpare, so no id names it
+  // (holds() is false), and it is in no list or physical order.
   static constexpr Index kSink = 0;
   // (kNone + 1 wraps to kSink: arithmetic, where GCC 12 compiled `link != kNone ? link : kSink` to a branch.)
   static_assert(kNone + 1 == kSink);

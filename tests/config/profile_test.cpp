@@ -102,6 +102,10 @@ TEST(ProfileErrors, OutOfRangeValues) {
   EXPECT_EQ(only_issue("vgpu:\n  memory:\n    fragmentation_threshold: 1.5\n").key,
             "vgpu.memory.fragmentation_threshold");
   EXPECT_EQ(only_issue("vgpu:\n  memory:\n    alignment: 100\n").key, "vgpu.memory.alignment");
+  EXPECT_EQ(only_issue("vgpu:\n  memory:\n    alignment: 0\n").key, "vgpu.memory.alignment");
+  const ConfigIssue coarse = only_issue("vgpu:\n  memory:\n    alignment: 32MiB\n");
+  EXPECT_EQ(coarse.key, "vgpu.memory.alignment");
+  EXPECT_NE(coarse.message.find("at most 16MiB"), std::string::npos) << coarse.message;
   const ConfigIssue issue = only_issue("vgpu:\n  max_virtual_gpus: 0\n");
   EXPECT_NE(issue.message.find("use 1..4096"), std::string::npos) << issue.message;
 }

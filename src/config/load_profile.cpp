@@ -168,12 +168,10 @@ void read_vgpu(Reader& r, const YAML::Node& node, VgpuConfig& out) {
       std::optional<std::uint64_t> alignment;
       r.read_size(n, mpath, "alignment", false, alignment);
       if (alignment) {
-        // The pool keeps a block's slack (under one alignment granule) in 24 bits: 16 MiB at most.
-        constexpr std::uint64_t kLargestPoolAlignment = std::uint64_t{16} << 20U;
         if (*alignment == 0 || (*alignment & (*alignment - 1)) != 0) {
           r.issue(n["alignment"].Mark(), mpath + ".alignment",
                   fmt::format("{} is not a power of two; use e.g. 256 or 2MiB", *alignment));
-        } else if (*alignment > kLargestPoolAlignment) {
+        } else if (*alignment > MemorySection::kLargestAlignment) {
           r.issue(n["alignment"].Mark(), mpath + ".alignment",
                   fmt::format("{} is larger than a pool's largest alignment (16MiB); use at most 16MiB", *alignment));
         } else {

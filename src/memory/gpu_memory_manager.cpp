@@ -58,7 +58,7 @@ struct GPUMemoryManager::Impl {
   // indexed by the block's arena node: 8 bytes, so at 100k live blocks the table is a fifth of the
   // arena's nodes and free() loads it side by side with the node, both addressed by the handle.
   struct Record {
-    static constexpr std::uint32_t kSlackBits = 24;  // slack < the granule <= kLargestGranule
+    static constexpr std::uint32_t kSlackBits = 24;  // slack < the granule <= MemorySection::kLargestAlignment
     static constexpr std::uint32_t kPinnedForever = 1U << 24U;
     static constexpr std::uint32_t kIndirect = 1U << 25U;  // an evictable block: its handle names a Slot
     std::uint32_t slack_and_flags = 0;  // slack (size - requested) in the low 24 bits, flags above
@@ -71,7 +71,7 @@ struct GPUMemoryManager::Impl {
     [[nodiscard]] std::uint64_t alignment() const noexcept { return std::uint64_t{1} << alignment_log2; }
   };
   static_assert(sizeof(Record) == 8);
-  static constexpr std::uint64_t kLargestGranule = std::uint64_t{1} << Record::kSlackBits;
+  static_assert((std::uint64_t{1} << Record::kSlackBits) >= config::MemorySection::kLargestAlignment);
 
   // An evictable block's handle names one of these rather than its arena node, because eviction takes
   // the node away and a restore gives it another: the slot follows the block. Only evictable blocks
@@ -487,8 +487,7 @@ MemoryManagerOptions validated(MemoryManagerOptions o) {
     throw InvalidArgument(fmt::format("fragmentation_threshold: {} is out of range; use a fraction in [0, 1], e.g. 0.1",
                                       o.fragmentation_threshold));
   }
-  // A block's record keeps its slack (under one granule) in 24 bits.
-  constexpr std::uint64_t kLargestAlignment = std::uint64_t{16} << 20U;
+  constexpr std::uint64_t kLargestAlignment = config::MemorySection::kLargestAlignment;
   if (o.alignment > kLargestAlignment) {
     throw InvalidArgument(fmt::format("alignment: {} is larger than a pool's largest alignment ({}); give at most 16MiB "
                                       "(a single allocation may still ask for more with AllocationOptions::alignment)",

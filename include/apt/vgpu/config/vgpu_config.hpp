@@ -46,6 +46,9 @@ struct RuntimeSection {
 };
 
 struct MemorySection {
+  // The largest pool alignment (granule): a pool keeps each block's slack, under one granule, in 24
+  // bits. The profile loader and GPUMemoryManager both refuse more.
+  static constexpr std::uint64_t kLargestAlignment = std::uint64_t{16} << 20U;
   std::optional<std::uint64_t> pool_size;  // absent: the whole GPU
   double fragmentation_threshold = 0.1;    // compact when 1 - largest_free/total_free exceeds this
   std::uint64_t alignment = 256;

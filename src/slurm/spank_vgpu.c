@@ -288,6 +288,7 @@ static void copy_field(char* out, size_t size, const char* src) {
 }
 
 static void state_file(uint32_t job, char* out, size_t size) { snprintf(out, size, "%s/job-%u.env", g_state_dir, job); }
+static void lock_file(uint32_t job, char* out, size_t size) { snprintf(out, size, "%s/job-%u.lock", g_state_dir, job); }
 
 /* Whether vgpud's socket is on the node. */
 static int vgpud_present(void) {
@@ -415,7 +416,7 @@ int slurm_spank_job_prolog(spank_t sp, int argc, char** argv) {
 static int lock_job(uint32_t job) {
   if (mkdir(g_state_dir, 0755) == 0) (void)chmod(g_state_dir, 0755);
   char lock_path[MAX_PATH + 64];
-  snprintf(lock_path, sizeof lock_path, "%s/job-%u.lock", g_state_dir, job);
+  lock_file(job, lock_path, sizeof lock_path);
   const int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (lock < 0 || flock(lock, LOCK_EX) != 0) {
     slurm_error("vgpu: job %u: cannot lock %s: %s", job, lock_path, strerror(errno));
@@ -594,7 +595,7 @@ int slurm_spank_job_epilog(spank_t sp, int argc, char** argv) {
   if (job_id(sp, &job) != 0) return -1;
   if (g_hardened) remove_hardened(job);
   char lock_path[MAX_PATH + 64];
-  snprintf(lock_path, sizeof lock_path, "%s/job-%u.lock", g_state_dir, job);
+  lock_file(job, lock_path, sizeof lock_path);
   unlink(lock_path);
   char id[256];
   char region[256];

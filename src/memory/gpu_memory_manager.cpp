@@ -253,6 +253,14 @@ struct GPUMemoryManager::Impl {
   }
 
   // ---- lazy backing ----
+  // The chunks a byte range [offset, offset + size) lies on (size > 0).
+  struct ChunkRange {
+    std::uint64_t first;
+    std::uint64_t last;
+  };
+  [[nodiscard]] ChunkRange chunks_under(std::uint64_t offset, std::uint64_t size) const {
+    return {offset >> chunk_shift, (offset + size - 1) >> chunk_shift};
+  }
   void commit_run(std::uint64_t first, std::uint64_t count) {
     backing->commit(first << chunk_shift, count << chunk_shift);
     chunks.set_committed(first, first + count - 1, true);
@@ -260,14 +268,12 @@ struct GPUMemoryManager::Impl {
     stats.chunks_committed += count;
     ++stats.commit_calls;
   }
-  // Commits every chunk under [offset, offset + size) that is not. Strong guarantee: when the
+  // Commits every chunk of `range` that is not. Strong guarantee: when the
   // backing fails (cuMemCreate out of memory, mprotect ENOMEM), the chunks this call did commit are
   // handed to the idle collector, so nothing stays committed for nobody.
-  [[gnu::always_inline]] void commit_under(std::uint64_t offset, std::uint64_t size) {
-    const std::uint64_t first = offset >> chunk_shift;
-    const std::uint64_t last = (offset + size - 1) >> chunk_shift;
-    if (chunks.all_committed(first, last)) [[likely]] return;  // the common case, one bitmap word
-    commit_runs(first, last);
+  [[gnu::always_inline]] void commit_under(ChunkRange range) {
+    if (chunks.all_committed(range.first, range.last)) [[likely]] return;  // the common case, one bitmap word
+    commit_runs(range.first, range.last);
   }
   [[gnu::noinline]] void commit_runs(std::uint64_t first, std::uint64_t last) {
     // The uncommitted runs, found a bitmap word at a time.
@@ -287,13 +293,15 @@ struct GPUMemoryManager::Impl {
   // and occupied. The caller notes the peaks once its books include the block.
   [[gnu::always_inline]] void place(std::uint64_t offset, std::uint64_t size) {
     stats.peak_address = std::max(stats.peak_address, offset + size);
-    commit_under(offset, size);
-    chunks.occupy(offset >> chunk_shift, (offset + size - 1) >> chunk_shift);
+    const ChunkRange range = chunks_under(offset, size);
+    commit_under(range);
+    chunks.occupy(range.first, range.last);
   }
   [[gnu::always_inline]] void unplace(std::uint64_t offset, std::uint64_t size) {
+    const ChunkRange range = chunks_under(offset, size);
     std::uint64_t first = 0;
     std::uint64_t last = 0;
-    if (chunks.vacate(offset >> chunk_shift, (offset + size - 1) >> chunk_shift, &first, &last)) queue_empty(first, last);
+    if (chunks.vacate(range.first, range.last, &first, &last)) queue_empty(first, last);
   }
   std::uint64_t collect(std::chrono::milliseconds idle) {
     const auto at = now();
@@ -350,17 +358,18 @@ struct GPUMemoryManager::Impl {
       // once the data has moved, old range first: the ranges overlap, and a chunk inside both is
       // marked in use by one bit, which vacating the old range after occupying the new would clear.
       stats.peak_address = std::max(stats.peak_address, to + size);
-      commit_under(to, size);
+      const ChunkRange destination = chunks_under(to, size);
+      commit_under(destination);
       try {
         backing->move(to, from, size);
       } catch (...) {
         // Nothing moved: the block stays where it was; chunks committed for it go to the collector.
-        queue_empty(to >> chunk_shift, (to + size - 1) >> chunk_shift);
+        queue_empty(destination.first, destination.last);
         throw;
       }
       arena.slide_down(b);  // the block keeps its node, so its record and handle stay valid
       unplace(from, size);
-      chunks.occupy(to >> chunk_shift, (to + size - 1) >> chunk_shift);
+      chunks.occupy(destination.first, destination.last);
       note_peaks();
       moved += size;
     }
@@ -637,7 +646,8 @@ void GPUMemoryManager::free(MemoryBlock block) {
     // The chunk counters and the neighbours the arena merges with: more misses, started together,
     // with the books below done while they load.
     offset = m.arena.offset(at.block);
-    m.chunks.prefetch_edges(offset >> m.chunk_shift, (offset + size - 1) >> m.chunk_shift);
+    const Impl::ChunkRange range = m.chunks_under(offset, size);
+    m.chunks.prefetch_edges(range.first, range.last);
     m.arena.prefetch_neighbours(at.block);
   }
   m.tenants[record.tenant].usage -= size;
@@ -839,8 +849,7 @@ void GPUMemoryManager::check_invariants() const {
     if (off % record.alignment() != 0) {
       throw std::logic_error(fmt::format("a block at offset {} breaks its alignment {}", off, record.alignment()));
     }
-    const std::uint64_t first = off >> m.chunk_shift;
-    const std::uint64_t last = (off + size - 1) >> m.chunk_shift;
+    const auto [first, last] = m.chunks_under(off, size);
     ++edges[first];
     if (last != first) ++edges[last];
     for (std::uint64_t c = first; c <= last; ++c) {

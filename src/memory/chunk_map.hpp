@@ -120,7 +120,7 @@ class ChunkMap {
   void sweep(std::uint64_t first, std::uint64_t last, std::int64_t idle_since, F&& release, std::uint64_t* wait_first,
              std::uint64_t* wait_last) {
     for (std::uint64_t c = first; c <= last;) {
-      const std::uint64_t end = std::min(last, (c / kPageChunks + 1) * kPageChunks - 1);
+      const std::uint64_t end = page_end(c, last);
       Page* p = pages_[c / kPageChunks].get();
       if (p == nullptr) {  // never touched: nothing queued there
         c = end + 1;
@@ -181,6 +181,10 @@ class ChunkMap {
     return (to - from == 63 ? ~std::uint64_t{0} : ((std::uint64_t{1} << (to - from + 1)) - 1)) << from;
   }
 
+  // The last chunk of [c, last] on c's page.
+  static std::uint64_t page_end(std::uint64_t c, std::uint64_t last) {
+    return std::min(last, (c / kPageChunks + 1) * kPageChunks - 1);
+  }
   Page& page(std::uint64_t c) {
     auto& p = pages_[c / kPageChunks];
     if (!p) p = std::make_unique<Page>();
@@ -196,7 +200,7 @@ class ChunkMap {
   template <class F>
   void for_pages(std::uint64_t first, std::uint64_t last, F&& f) {
     for (std::uint64_t c = first; c <= last;) {
-      const std::uint64_t end = std::min(last, (c / kPageChunks + 1) * kPageChunks - 1);
+      const std::uint64_t end = page_end(c, last);
       f(page(c), c % kPageChunks, end % kPageChunks);
       c = end + 1;
     }
@@ -224,23 +228,23 @@ class ChunkMap {
   // The first chunk in [from, last] whose bit equals `value`, or last + 1; untouched pages read as 0.
   [[nodiscard]] std::uint64_t find(Bits bits, std::uint64_t from, std::uint64_t last, bool value) const {
     for (std::uint64_t c = from; c <= last;) {
-      const std::uint64_t page_end = std::min(last, (c / kPageChunks + 1) * kPageChunks - 1);
+      const std::uint64_t end = page_end(c, last);
       const Page* p = peek(c);
       if (p == nullptr) {
         if (!value) return c;
-        c = page_end + 1;
+        c = end + 1;
         continue;
       }
-      for (std::uint64_t w = (c % kPageChunks) / 64; w <= (page_end % kPageChunks) / 64; ++w) {
+      for (std::uint64_t w = (c % kPageChunks) / 64; w <= (end % kPageChunks) / 64; ++w) {
         std::uint64_t word = value ? (p->*bits)[w] : ~(p->*bits)[w];
         const std::uint64_t base = c / kPageChunks * kPageChunks + w * 64;
         if (base < c) word &= ~std::uint64_t{0} << (c - base);
         if (word != 0) {
           const std::uint64_t at = base + static_cast<std::uint64_t>(std::countr_zero(word));
-          return at <= page_end ? at : last + 1;
+          return at <= end ? at : last + 1;
         }
       }
-      c = page_end + 1;
+      c = end + 1;
     }
     return last + 1;
   }

@@ -10,7 +10,8 @@
 // and, in a pool 0.5% above the peak, its failures as counters.
 //
 // Allocators: TlsfArena (ours), BinnedOffsetAllocator (our model of
-// OffsetAllocator's design), BestFitFreeList (our model of RMM's pool design),
+// OffsetAllocator's design; BM_BinnedOffsetWideIdAllocFree holds its ids as 8 bytes, as ours are),
+// BestFitFreeList (our model of RMM's pool design),
 // and the whole GPUMemoryManager. The churn benchmarks take /LIVE/0 for uniform
 // sizes and /LIVE/1 for log-uniform ones.
 #include "best_fit_free_list.hpp"
@@ -108,6 +109,24 @@ void BM_BinnedOffsetAllocFree(benchmark::State& state) {
   BinnedOffsetAllocator allocator(capacity_for(state.range(1)), kMaxBlocks);
   auto blocks = fragmented_blocks(allocator, static_cast<std::size_t>(state.range(0)), state.range(1));
   churn(state, blocks, [&](BinnedOffsetAllocator::Block b) { allocator.free(b); },
+        [&](std::uint64_t size) { return *allocator.allocate(size); }, state.range(1));
+}
+
+// The same model with its ids held as 8 bytes, the size of ours (a node index and the allocation's
+// stamp, which is how ours refuses a double free): the caller's table of ids is then as large as it is
+// for TlsfArena, so this row and BM_TlsfAllocFree differ in the allocators alone. An explanatory
+// baseline for the large pools, where that table no longer fits in a core's L2 (docs/benchmarks.md).
+void BM_BinnedOffsetWideIdAllocFree(benchmark::State& state) {
+  struct WideIds {
+    BinnedOffsetAllocator inner;
+    std::optional<std::uint64_t> allocate(std::uint64_t size) {
+      const auto b = inner.allocate(size);
+      return b ? std::optional<std::uint64_t>(*b) : std::nullopt;
+    }
+    void free(std::uint64_t b) { inner.free(static_cast<BinnedOffsetAllocator::Block>(b)); }
+  } allocator{BinnedOffsetAllocator(capacity_for(state.range(1)), kMaxBlocks)};
+  auto blocks = fragmented_blocks(allocator, static_cast<std::size_t>(state.range(0)), state.range(1));
+  churn(state, blocks, [&](std::uint64_t b) { allocator.free(b); },
         [&](std::uint64_t size) { return *allocator.allocate(size); }, state.range(1));
 }
 
@@ -214,6 +233,7 @@ void BM_ManagerAllocFree(benchmark::State& state) {
 
 BENCHMARK(BM_TlsfAllocFree)->ArgsProduct({{1000, 10000, 100000}, {kUniform, kLogUniform}});
 BENCHMARK(BM_BinnedOffsetAllocFree)->ArgsProduct({{1000, 10000, 100000}, {kUniform, kLogUniform}});
+BENCHMARK(BM_BinnedOffsetWideIdAllocFree)->ArgsProduct({{10000, 100000}, {kUniform, kLogUniform}});
 BENCHMARK(BM_BestFitFreeListAllocFree)->Arg(1000)->Arg(10000)->Arg(100000);
 BENCHMARK(BM_TlsfTrainingTrace);
 BENCHMARK(BM_BinnedOffsetTrainingTrace);

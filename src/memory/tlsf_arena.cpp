@@ -25,6 +25,7 @@ TlsfArena::TlsfArena(std::uint64_t capacity, std::uint64_t granule)
   for (auto& row : heads_) row.fill(kNone);
   nodes_.reserve(1024);
   nodes_.emplace_back();  // the sink (kSink): never a block
+  node_count_ = 1;
   nodes_[kSink].next_free = kSpare;
   const Index whole = new_node();
   nodes_[whole].offset = 0;
@@ -37,7 +38,7 @@ TlsfArena::TlsfArena(std::uint64_t capacity, std::uint64_t granule)
 TlsfArena::Index TlsfArena::grow_nodes() {
   if (nodes_.size() >= kSpare) throw std::length_error("TlsfArena: 2^32 - 3 blocks");
   nodes_.emplace_back();
-  return static_cast<Index>(nodes_.size() - 1);
+  return node_count_++;
 }
 
 
@@ -132,7 +133,7 @@ double TlsfArena::fragmentation() const {
 
 bool TlsfArena::can_slide_down(BlockId block) const {
   const Index id = index_of(block);
-  if (id >= nodes_.size() || nodes_[id].next_free != kAllocated) return false;
+  if (id >= node_count_ || nodes_[id].next_free != kAllocated) return false;
   const Index prev = nodes_[id].prev_phys;
   return prev != kNone && is_free_node(nodes_[prev]);
 }
@@ -192,7 +193,7 @@ void TlsfArena::check_invariants() const {
   if (expected_offset != capacity_) {
     throw std::logic_error(fmt::format("blocks cover {} bytes of {}", expected_offset, capacity_));
   }
-  if (used != used_ || live != live_) throw std::logic_error("used/live counters disagree with the blocks");
+  if (used != used_bytes() || live != live_) throw std::logic_error("used/live counters disagree with the blocks");
   std::uint64_t listed = 0;
   for (std::size_t fl = 0; fl < kFlCount; ++fl) {
     for (std::size_t sl = 0; sl < kSlCount; ++sl) {

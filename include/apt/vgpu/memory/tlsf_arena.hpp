@@ -76,12 +76,12 @@ class TlsfArena {
   // foreign or made-up one is false).
   [[nodiscard]] bool holds(BlockId block) const noexcept {
     const Index id = index_of(block);
-    return id < nodes_.size() && nodes_[id].next_free == kAllocated && nodes_[id].prev_free == stamp_of(block);
+    return id < node_count_ && nodes_[id].next_free == kAllocated && nodes_[id].prev_free == stamp_of(block);
   }
   // Starts loading node `index` into the cache (any index: out of range does nothing). For a caller
   // that knows which block it will free before it can prove it.
   void prefetch(std::uint32_t index) const noexcept {
-    if (index < nodes_.size()) __builtin_prefetch(&nodes_[index]);
+    if (index < node_count_) __builtin_prefetch(&nodes_[index]);
   }
   // Starts loading the physical neighbours free(block) will look at, so that their misses overlap the
   // caller's own.
@@ -93,8 +93,8 @@ class TlsfArena {
 
   [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
   [[nodiscard]] std::uint64_t granule() const noexcept { return granule_; }
-  [[nodiscard]] std::uint64_t used_bytes() const noexcept { return used_; }
-  [[nodiscard]] std::uint64_t free_bytes() const noexcept { return capacity_ - used_; }
+  [[nodiscard]] std::uint64_t used_bytes() const noexcept { return used_units_ << granule_shift_; }
+  [[nodiscard]] std::uint64_t free_bytes() const noexcept { return capacity_ - used_bytes(); }
   [[nodiscard]] std::uint32_t live_blocks() const noexcept { return live_; }
   // The largest single free block (scans only the highest non-empty size class).
   [[nodiscard]] std::uint64_t largest_free() const;
@@ -156,6 +156,9 @@ class TlsfArena {
   void release_node(Index id);
   void insert_free(Index id, std::uint32_t size);
   void remove_free(Index id);
+  // remove_free() without marking the node allocated, for a caller that overwrites both list links
+  // at once (free(): the merged-away node is recycled, the merged one goes back on a list).
+  void unlink_free(Index id);
   // Splits `id` (the rest of a whole free block) so it keeps `size` granules; the rest becomes a
   // new free block.
   void split(Index id, std::uint32_t size);
@@ -182,11 +185,12 @@ class TlsfArena {
   std::uint64_t capacity_;
   std::uint64_t granule_;
   unsigned granule_shift_;
-  std::uint64_t used_ = 0;
+  std::uint64_t used_units_ = 0;  // granules: no shift on the hot path
   std::uint32_t live_ = 0;
   Index first_ = kNone;
 
   std::vector<Node> nodes_;
+  Index node_count_ = 0;  // nodes_.size(), kept as an index: the bounds check of holds() without a division
   Index spare_head_ = kNone;  // recycled nodes, linked through prev_free (no vector to grow or check)
   std::uint32_t stamp_ = 0;  // of the last allocation
   std::uint64_t fl_bitmap_ = 0;
@@ -245,7 +249,7 @@ class TlsfArena {
   sl_bitmap_[fl] |= 1U << sl;
 }
 
-[[gnu::always_inline]] inline void TlsfArena::remove_free(Index id) {
+[[gnu::always_inline]] inline void TlsfArena::unlink_free(Index id) {
   // Whether the block heads its list is a branch here, unlike in the other list updates: the
   // neighbours freed blocks merge with are often cache misses, and a predicted branch lets the work
   // after it start before those loads arrive (made branch-free, this cost a tenth of a pair at 100k
@@ -264,8 +268,12 @@ class TlsfArena {
       if (sl_bitmap_[fl] == 0) fl_bitmap_ &= ~(1ULL << fl);
     }
   }
-  n.next_free = kAllocated;
-  n.prev_free = kNone;
+}
+
+[[gnu::always_inline]] inline void TlsfArena::remove_free(Index id) {
+  unlink_free(id);
+  nodes_[id].next_free = kAllocated;
+  nodes_[id].prev_free = kNone;
 }
 
 [[gnu::always_inline]] inline void TlsfArena::split(Index id, std::uint32_t size) {
@@ -324,7 +332,7 @@ class TlsfArena {
 // Free block `id` (taken off its list) becomes the allocated block of `units` granules at its start.
 [[gnu::always_inline]] inline TlsfArena::BlockId TlsfArena::finish_allocation(Index id, std::uint64_t units) {
   split(id, static_cast<std::uint32_t>(units));
-  used_ += units << granule_shift_;  // the block's size now (not read back from the node just written)
+  used_units_ += units;  // the block's size now (not read back from the node just written)
   ++live_;
   if (++stamp_ == 0) stamp_ = 1;  // 0 is never a live stamp
   nodes_[id].prev_free = stamp_;
@@ -349,19 +357,19 @@ inline void TlsfArena::free(BlockId block) {
   Index id = index_of(block);
   // The merged block's extent is worked out in registers and written once.
   std::uint32_t size = nodes_[id].size;
-  used_ -= std::uint64_t{size} << granule_shift_;
+  used_units_ -= size;
   --live_;
   const Index next = nodes_[id].next_phys;
   const Index prev = nodes_[id].prev_phys;
   Index after = next;  // the block physically after the merged one
   if (next != kNone && is_free_node(nodes_[next])) {
-    remove_free(next);
+    unlink_free(next);  // then recycled: release_node() sets its links
     size += nodes_[next].size;
     after = nodes_[next].next_phys;
     release_node(next);
   }
   if (prev != kNone && is_free_node(nodes_[prev])) {
-    remove_free(prev);
+    unlink_free(prev);  // then back on a list as the merged block: insert_free() sets its links
     size += nodes_[prev].size;
     release_node(id);
     id = prev;

@@ -24,9 +24,9 @@ TlsfArena::TlsfArena(std::uint64_t capacity, std::uint64_t granule)
   }
   for (auto& row : heads_) row.fill(kNone);
   nodes_.reserve(1024);
-  nodes_.emplace_back();  // the sink (kSink): never a block
+  nodes_.emplace_back();  // node 0 (kNone), the sink: never a block
   node_count_ = 1;
-  nodes_[kSink].next_free = kSpare;
+  nodes_[kNone].next_free = kSpare;
   const Index whole = new_node();
   nodes_[whole].offset = 0;
   nodes_[whole].size = static_cast<std::uint32_t>(capacity_ >> granule_shift_);

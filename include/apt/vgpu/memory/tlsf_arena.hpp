@@ -119,7 +119,13 @@ class TlsfArena {
  private:
   // A node's index in nodes_; the low half of a BlockId.
   using Index = std::uint32_t;
-  static constexpr Index kNone = UINT32_MAX;
+  // "No node" (the end of a list, no physical neighbour) is node 0, the sink, which is never a block,
+  // so "update the neighbour if there is one" is a store through the link itself, to the sink when
+  // there is none, instead of a branch (those branches mispredicted about 1.5 times per allocate +
+  // free when free lists are short) or a select (three instructions per link). Only the sink's
+  // prev_free and prev_phys are ever written, as scratch; its next_free stays kSpare, so no id names
+  // it (holds() is false), and it is in no list or physical order.
+  static constexpr Index kNone = 0;
   // Class indices are unsigned (they index arrays); so are these.
   static constexpr std::size_t kSlLog2 = 5;
   static constexpr std::size_t kSlCount = std::size_t{1} << kSlLog2;
@@ -141,16 +147,6 @@ class TlsfArena {
     Index next_free = kAllocated;
   };
   static bool is_free_node(const Node& n) noexcept { return n.next_free != kAllocated && n.next_free != kSpare; }
-  // Node 0 is never a block: a link that may be kNone is written through or_sink(link), so "update
-  // the neighbour if there is one" is a store to a chosen address instead of a branch (those
-  // branches mispredicted about 1.5 times per allocate + free when free lists are short). Only its
-  // prev_free and prev_phys are written, as scratch; its next_free stays kSpare, so no id names it
-  // (holds() is false), and it is in no list or physical order.
-  static constexpr Index kSink = 0;
-  // (kNone + 1 wraps to kSink: arithmetic, where GCC 12 compiled `link != kNone ? link : kSink` to a branch.)
-  static_assert(kNone + 1 == kSink);
-  [[nodiscard]] static Index or_sink(Index link) noexcept { return link + static_cast<Index>(link == kNone); }
-
   Index new_node();
   [[gnu::noinline]] Index grow_nodes();
   void release_node(Index id);
@@ -243,7 +239,7 @@ class TlsfArena {
   const Index head = heads_[fl][sl];
   n.prev_free = kNone;
   n.next_free = head;
-  nodes_[or_sink(head)].prev_free = id;
+  nodes_[head].prev_free = id;
   heads_[fl][sl] = id;
   fl_bitmap_ |= 1ULL << fl;
   sl_bitmap_[fl] |= 1U << sl;
@@ -255,7 +251,7 @@ class TlsfArena {
   // after it start before those loads arrive (made branch-free, this cost a tenth of a pair at 100k
   // log-uniform blocks). The back link of the next block goes through the sink as elsewhere.
   Node& n = nodes_[id];
-  nodes_[or_sink(n.next_free)].prev_free = n.prev_free;
+  nodes_[n.next_free].prev_free = n.prev_free;
   if (n.prev_free != kNone) {
     nodes_[n.prev_free].next_free = n.next_free;
   } else {
@@ -293,7 +289,7 @@ class TlsfArena {
   n.size = size;
   // No merge to the right: `id` is (the rest of) a whole free block, and a free block's right
   // neighbour is always allocated (free blocks are coalesced at once).
-  nodes_[or_sink(after)].prev_phys = tail;
+  nodes_[after].prev_phys = tail;
   insert_free(tail, rest);
 }
 
@@ -322,7 +318,7 @@ class TlsfArena {
   Node& n = nodes_[id];
   const Index next = n.next_free;
   heads_[fl][sl] = next;
-  nodes_[or_sink(next)].prev_free = kNone;
+  nodes_[next].prev_free = kNone;
   sl_bitmap_[fl] &= ~(static_cast<std::uint32_t>(next == kNone) << sl);
   fl_bitmap_ &= ~(std::uint64_t{sl_bitmap_[fl] == 0} << fl);
   n.next_free = kAllocated;
@@ -377,7 +373,7 @@ inline void TlsfArena::free(BlockId block) {
   Node& merged = nodes_[id];
   merged.size = size;
   merged.next_phys = after;
-  nodes_[or_sink(after)].prev_phys = id;
+  nodes_[after].prev_phys = id;
   insert_free(id, size);
 }
 

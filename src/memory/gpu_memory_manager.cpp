@@ -5,6 +5,7 @@
 #include <apt/vgpu/memory/tlsf_arena.hpp>
 
 #include "chunk_map.hpp"
+#include "pool_lock.hpp"
 
 #include <atomic>
 #include <bit>
@@ -101,7 +102,7 @@ struct GPUMemoryManager::Impl {
 
   MemoryManagerOptions options;
   std::uint32_t id = g_next_manager_id.fetch_add(1);
-  mutable std::mutex mutex;
+  mutable PoolLock mutex;
   std::unique_ptr<Backing> backing;
   TlsfArena arena;
   std::vector<Record> records;  // arena node index -> the resident block's record
@@ -148,7 +149,7 @@ struct GPUMemoryManager::Impl {
     return *operation_clock;
   }
   // Every public operation starts here: the lock, and a fresh clock.
-  [[nodiscard]] std::unique_lock<std::mutex> operation() {
+  [[nodiscard]] std::unique_lock<PoolLock> operation() {
     std::unique_lock lock(mutex);
     operation_clock.reset();
     return lock;

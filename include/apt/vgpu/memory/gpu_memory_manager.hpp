@@ -18,7 +18,7 @@
 //   - lazy backing: chunks are committed when a block first lands on them and
 //     returned when they have been empty for gc_idle (collect_garbage()).
 //
-// Thread safety: every public method is safe to call concurrently (one mutex).
+// Thread safety: every public method is safe to call concurrently (one lock, a PoolLock).
 // Addresses returned by address() are only stable while the block is pinned.
 #pragma once
 

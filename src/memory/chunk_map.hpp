@@ -68,6 +68,16 @@ class ChunkMap {
     ++page(last).edge_refs[last % kPageChunks];
     if (last > first + 1) assign(&Page::interior, first + 1, last - 1, true);
   }
+  // The common case of occupy() on its own: a block on the one chunk `c`, counted only when `c` is
+  // committed (true); false, and nothing changed, when it is not (the caller commits it, then occupies).
+  bool occupy_if_committed(std::uint64_t c) {
+    Page* p = pages_[c / kPageChunks].get();
+    if (p == nullptr || !bit(p->committed, c % kPageChunks)) return false;
+    ++p->edge_refs[c % kPageChunks];
+    return true;
+  }
+  // vacate() of a block on the one chunk `c`: true when that leaves `c` empty.
+  bool vacate_one(std::uint64_t c) { return --page(c).edge_refs[c % kPageChunks] == 0; }
   // The block on [first, last] is gone. Returns the run of chunks it leaves empty as [*empty_first,
   // *empty_last] (false when none): its interior, and its edge chunks no other block touches.
   bool vacate(std::uint64_t first, std::uint64_t last, std::uint64_t* empty_first, std::uint64_t* empty_last) {
@@ -95,6 +105,7 @@ class ChunkMap {
   // miss in a large pool; the caller has other misses to overlap it with).
   void prefetch_edges(std::uint64_t first, std::uint64_t last) const {
     if (const Page* p = peek(first)) __builtin_prefetch(&p->edge_refs[first % kPageChunks]);
+    if (last == first) return;
     if (const Page* p = peek(last)) __builtin_prefetch(&p->edge_refs[last % kPageChunks]);
   }
 

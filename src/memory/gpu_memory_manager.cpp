@@ -131,7 +131,7 @@ struct GPUMemoryManager::Impl {
   std::deque<EmptyRun> empty_queue;
   std::uint64_t committed_chunks = 0;
   Clock::time_point last_gc = Clock::now();
-  std::uint32_t frees_since_gc_check = 0;
+  std::uint32_t frees_until_gc_check = 1;  // the idle collector's clock is looked at when this reaches 0
 
   std::uint64_t requested = 0;
   std::uint64_t spilled = 0;
@@ -266,6 +266,8 @@ struct GPUMemoryManager::Impl {
     backing->commit(first << chunk_shift, count << chunk_shift);
     chunks.set_committed(first, first + count - 1, true);
     committed_chunks += count;
+    // Reserved memory grows only here, so its peak is noted here rather than on every allocation.
+    stats.peak_reserved = std::max(stats.peak_reserved, committed_chunks * chunk);
     stats.chunks_committed += count;
     ++stats.commit_calls;
   }
@@ -295,15 +297,21 @@ struct GPUMemoryManager::Impl {
   [[gnu::always_inline]] void place(std::uint64_t offset, std::uint64_t size) {
     stats.peak_address = std::max(stats.peak_address, offset + size);
     const ChunkRange range = chunks_under(offset, size);
+    // Most blocks lie on one chunk, committed already: one page lookup, one counter.
+    if (range.first == range.last && chunks.occupy_if_committed(range.first)) [[likely]] return;
     commit_under(range);
     chunks.occupy(range.first, range.last);
   }
-  [[gnu::always_inline]] void unplace(std::uint64_t offset, std::uint64_t size) {
-    const ChunkRange range = chunks_under(offset, size);
+  [[gnu::always_inline]] void unplace(ChunkRange range) {
+    if (range.first == range.last) [[likely]] {
+      if (chunks.vacate_one(range.first)) queue_empty(range.first, range.first);
+      return;
+    }
     std::uint64_t first = 0;
     std::uint64_t last = 0;
     if (chunks.vacate(range.first, range.last, &first, &last)) queue_empty(first, last);
   }
+  void unplace(std::uint64_t offset, std::uint64_t size) { unplace(chunks_under(offset, size)); }
   std::uint64_t collect(std::chrono::milliseconds idle) {
     const auto at = now();
     last_gc = at;
@@ -338,7 +346,6 @@ struct GPUMemoryManager::Impl {
 
   void note_peaks() {
     stats.peak_used = std::max(stats.peak_used, arena.used_bytes());
-    stats.peak_reserved = std::max(stats.peak_reserved, committed_chunks * chunk);
     stats.peak_requested = std::max(stats.peak_requested, requested);
   }
 
@@ -642,12 +649,11 @@ void GPUMemoryManager::free(MemoryBlock block) {
     throw InvalidArgument("block: cannot free a block while a PinnedBlock holds it; destroy the pin first");
   }
   const std::uint64_t size = m.size_of(at);
-  std::uint64_t offset = 0;
+  Impl::ChunkRange range{};
   if (at.block != TlsfArena::kNoBlock) {
     // The chunk counters and the neighbours the arena merges with: more misses, started together,
     // with the books below done while they load.
-    offset = m.arena.offset(at.block);
-    const Impl::ChunkRange range = m.chunks_under(offset, size);
+    range = m.chunks_under(m.arena.offset(at.block), size);
     m.chunks.prefetch_edges(range.first, range.last);
     m.arena.prefetch_neighbours(at.block);
   }
@@ -670,7 +676,7 @@ void GPUMemoryManager::free(MemoryBlock block) {
   }
   if (at.block != TlsfArena::kNoBlock) {
     m.arena.free(at.block);
-    m.unplace(offset, size);
+    m.unplace(range);
   }
   ++m.stats.frees;
 
@@ -681,9 +687,10 @@ void GPUMemoryManager::free(MemoryBlock block) {
   // first compaction the bytes copied never exceed the bytes the program frees.
   // (The largest free piece costs a scan of a free list: it is looked at once per 1/64 of the pool
   // freed, not on every free.)
-  const bool look = m.options.compaction && m.freed_since_compaction >= m.arena.capacity() / 16 &&
-                    m.freed_since_compaction >= m.last_compaction_moved &&
-                    m.freed_since_check >= m.arena.capacity() / 64;
+  // (The test that is false on almost every free comes first.)
+  const bool look = m.freed_since_check >= m.arena.capacity() / 64 && m.options.compaction &&
+                    m.freed_since_compaction >= m.arena.capacity() / 16 &&
+                    m.freed_since_compaction >= m.last_compaction_moved;
   if (look) [[unlikely]] {
     m.freed_since_check = 0;
     if (m.arena.largest_free() < m.arena.capacity() / 8 && m.arena.fragmentation() > m.options.fragmentation_threshold) {
@@ -697,9 +704,9 @@ void GPUMemoryManager::free(MemoryBlock block) {
   // Release chunks that have idled long enough: on every free when they are released as soon as they
   // empty (gc_idle 0), else the clock is looked at on every 16th free (reading it on each was a
   // twentieth of a free's time in cache).
-  if (!m.empty_queue.empty() && (m.options.gc_idle.count() == 0 || (++m.frees_since_gc_check & 15U) == 0) &&
-      m.now() - m.last_gc >= m.options.gc_idle) {
-    m.collect(m.options.gc_idle);
+  if (--m.frees_until_gc_check == 0) [[unlikely]] {
+    m.frees_until_gc_check = m.options.gc_idle.count() == 0 ? 1 : 16;
+    if (!m.empty_queue.empty() && m.now() - m.last_gc >= m.options.gc_idle) m.collect(m.options.gc_idle);
   }
 }
 

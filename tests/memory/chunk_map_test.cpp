@@ -79,6 +79,35 @@ TEST(ChunkMap, BlocksOccupyEdgesAndInteriorAndLeaveTheRightRunEmpty) {
   EXPECT_FALSE(map.vacate(40, 40, &first, &last)) << "the other block is still there";
 }
 
+// The one-chunk fast paths the manager takes for most blocks: a block is counted on a committed
+// chunk only, and the last one to leave a chunk says so.
+TEST(ChunkMap, OneChunkBlocksAreCountedOnlyOnCommittedChunks) {
+  const std::uint64_t page = ChunkMap::kPageChunks;
+  ChunkMap map(2 * page);
+  EXPECT_FALSE(map.occupy_if_committed(page + 3)) << "an untouched page is not committed";
+  EXPECT_FALSE(map.occupied(page + 3));
+  map.set_committed(page + 3, page + 3, true);
+  EXPECT_FALSE(map.occupy_if_committed(page + 4)) << "its neighbour is not committed";
+  EXPECT_EQ(map.edge_refs(page + 4), 0U);
+  ASSERT_TRUE(map.occupy_if_committed(page + 3));
+  ASSERT_TRUE(map.occupy_if_committed(page + 3));
+  EXPECT_EQ(map.edge_refs(page + 3), 2U);
+  EXPECT_FALSE(map.vacate_one(page + 3)) << "the other block is still there";
+  EXPECT_TRUE(map.occupied(page + 3));
+  EXPECT_TRUE(map.vacate_one(page + 3));
+  EXPECT_FALSE(map.occupied(page + 3));
+  // A chunk that is also some block's edge: the fast paths share its counter with occupy()/vacate().
+  map.set_committed(10, 12, true);
+  map.occupy(10, 12);
+  ASSERT_TRUE(map.occupy_if_committed(12));
+  EXPECT_FALSE(map.vacate_one(12));
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  ASSERT_TRUE(map.vacate(10, 12, &first, &last));
+  EXPECT_EQ(first, 10U);
+  EXPECT_EQ(last, 12U);
+}
+
 TEST(ChunkMap, MarkEmptyQueuesEachChunkOnceAndKeepsTheLatestTime) {
   ChunkMap map(10000);
   EXPECT_TRUE(map.mark_empty(100, 200, 5));

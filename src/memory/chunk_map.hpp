@@ -3,19 +3,23 @@
 //
 // Per chunk:
 //   committed    bit: backed by memory now.
-//   interior     bit: covered whole by one block that neither starts nor ends on it (no other block
-//                can touch such a chunk, so one bit says it is in use).
-//   edge refs    uint32: blocks that start or end on it (a block on one chunk counts once there).
+//   used         bit: some block lies on it, wholly or in part.
 //   queued       bit: in the manager's queue of emptied chunks (so each is queued at most once).
 //   empty_since  when it last became empty (steady-clock ticks).
-// A chunk is occupied when it is interior or has edge references; occupy()/vacate() of a block touch
-// two counters and set or clear its interior run a word (64 chunks) at a time.
+// Only the manager knows when a chunk stops being used: a chunk is empty when it lies wholly inside
+// one free block of the arena (free blocks are coalesced, so no block touches it then), which the
+// manager works out from the free block a block leaves behind (GPUMemoryManager's vacate()). So a
+// block's chunks are marked used when it is placed and marked unused only when the free space around
+// them says so: no per-chunk counts, and a free that empties no chunk touches no chunk state at all.
+//
+// The three bits of 64 chunks sit together in one 32-byte group, so placing a block on committed chunks
+// (the common case) reads and writes one cache line.
 //
 // State lives in pages of kPageChunks chunks allocated on first touch: a 40 TB pool in 2 MiB chunks is
 // 19 million chunks, which eager arrays would spend hundreds of MB describing; an untouched page costs
 // one pointer and reads as all zero.
 //
-// Internal to src/memory (the manager's). Thread safety: none; the manager holds its mutex.
+// Internal to src/memory (the manager's). Thread safety: none; the manager holds its lock.
 #pragma once
 
 #include <algorithm>
@@ -35,16 +39,13 @@ class ChunkMap {
   [[nodiscard]] std::uint64_t size() const noexcept { return count_; }
 
   // ---- committed ----
-  [[nodiscard]] bool committed(std::uint64_t c) const { return test(&Page::committed, c); }
-  void set_committed(std::uint64_t first, std::uint64_t last, bool value) { assign(&Page::committed, first, last, value); }
+  [[nodiscard]] bool committed(std::uint64_t c) const { return test(&Group::committed, c); }
+  void set_committed(std::uint64_t first, std::uint64_t last, bool value) {
+    assign(&Group::committed, first, last, value);
+  }
   // Whether every chunk in [first, last] is committed (the common case a new block lands in).
   [[nodiscard]] bool all_committed(std::uint64_t first, std::uint64_t last) const {
-    if (first / 64 == last / 64) {  // within one bitmap word (and so one page): most blocks
-      const Page* p = peek(first);
-      const std::uint64_t mask = word_mask(first % 64, last % 64);
-      return p != nullptr && (p->committed[(first % kPageChunks) / 64] & mask) == mask;
-    }
-    return find(&Page::committed, first, last, false) > last;
+    return find(&Group::committed, first, last, false) > last;
   }
   // Calls f(run_first, run_count) for each run of uncommitted chunks in [first, last], in order,
   // without touching pages.
@@ -52,61 +53,32 @@ class ChunkMap {
   void for_each_uncommitted_run(std::uint64_t first, std::uint64_t last, F&& f) const {
     std::uint64_t c = first;
     while (c <= last) {
-      const std::uint64_t start = find(&Page::committed, c, last, false);
+      const std::uint64_t start = find(&Group::committed, c, last, false);
       if (start > last) return;
-      const std::uint64_t end = find(&Page::committed, start, last, true);  // first committed after, or last + 1
+      const std::uint64_t end = find(&Group::committed, start, last, true);  // first committed after, or last + 1
       f(start, end - start);
-      c = end;
+      c = end + 1;
     }
   }
 
-  // ---- occupancy ----
+  // ---- used ----
+  [[nodiscard]] bool used(std::uint64_t c) const { return test(&Group::used, c); }
   // A block now lies on chunks [first, last].
-  void occupy(std::uint64_t first, std::uint64_t last) {
-    ++page(first).edge_refs[first % kPageChunks];
-    if (last == first) return;
-    ++page(last).edge_refs[last % kPageChunks];
-    if (last > first + 1) assign(&Page::interior, first + 1, last - 1, true);
-  }
-  // The common case of occupy() on its own: a block on the one chunk `c`, counted only when `c` is
-  // committed (true); false, and nothing changed, when it is not (the caller commits it, then occupies).
-  bool occupy_if_committed(std::uint64_t c) {
-    Page* p = pages_[c / kPageChunks].get();
-    if (p == nullptr || !bit(p->committed, c % kPageChunks)) return false;
-    ++p->edge_refs[c % kPageChunks];
+  void set_used(std::uint64_t first, std::uint64_t last) { assign(&Group::used, first, last, true); }
+  // No block lies on chunks [first, last] any more.
+  void clear_used(std::uint64_t first, std::uint64_t last) { assign(&Group::used, first, last, false); }
+  // The common case of placing a block: when chunks [first, last] lie in one group and are all
+  // committed, marks them used and returns true; otherwise returns false and changes nothing (the
+  // caller commits them, then calls set_used).
+  bool use_if_committed(std::uint64_t first, std::uint64_t last) {
+    if (first / 64 != last / 64) return false;
+    Page* p = pages_[first / kPageChunks].get();
+    if (p == nullptr) return false;
+    Group& g = p->groups[(first % kPageChunks) / 64];
+    const std::uint64_t mask = word_mask(first % 64, last % 64);
+    if ((g.committed & mask) != mask) return false;
+    g.used |= mask;
     return true;
-  }
-  // vacate() of a block on the one chunk `c`: true when that leaves `c` empty.
-  bool vacate_one(std::uint64_t c) { return --page(c).edge_refs[c % kPageChunks] == 0; }
-  // The block on [first, last] is gone. Returns the run of chunks it leaves empty as [*empty_first,
-  // *empty_last] (false when none): its interior, and its edge chunks no other block touches.
-  bool vacate(std::uint64_t first, std::uint64_t last, std::uint64_t* empty_first, std::uint64_t* empty_last) {
-    const bool first_empty = --page(first).edge_refs[first % kPageChunks] == 0;
-    if (last == first) {
-      *empty_first = *empty_last = first;
-      return first_empty;
-    }
-    const bool last_empty = --page(last).edge_refs[last % kPageChunks] == 0;
-    if (last > first + 1) assign(&Page::interior, first + 1, last - 1, false);
-    *empty_first = first_empty ? first : first + 1;
-    *empty_last = last_empty ? last : last - 1;
-    return *empty_first <= *empty_last;
-  }
-  [[nodiscard]] bool occupied(std::uint64_t c) const {
-    const Page* p = peek(c);
-    return p != nullptr && (p->edge_refs[c % kPageChunks] != 0 || bit(p->interior, c % kPageChunks));
-  }
-  [[nodiscard]] std::uint32_t edge_refs(std::uint64_t c) const {
-    const Page* p = peek(c);
-    return p == nullptr ? 0 : p->edge_refs[c % kPageChunks];
-  }
-  [[nodiscard]] bool interior(std::uint64_t c) const { return test(&Page::interior, c); }
-  // Starts loading the counters vacate(first, last) will change (a random chunk's counter is a cache
-  // miss in a large pool; the caller has other misses to overlap it with).
-  void prefetch_edges(std::uint64_t first, std::uint64_t last) const {
-    if (const Page* p = peek(first)) __builtin_prefetch(&p->edge_refs[first % kPageChunks]);
-    if (last == first) return;
-    if (const Page* p = peek(last)) __builtin_prefetch(&p->edge_refs[last % kPageChunks]);
   }
 
   // ---- the empty queue's marks ----
@@ -117,16 +89,16 @@ class ChunkMap {
     for_pages(first, last, [&](Page& p, std::uint64_t lo, std::uint64_t hi) {
       std::fill(p.empty_since + lo, p.empty_since + hi + 1, now);
       for_words(lo, hi, [&](std::uint64_t w, std::uint64_t mask) {
-        newly = newly || (p.queued[w] & mask) != mask;
-        p.queued[w] |= mask;
+        newly = newly || (p.groups[w].queued & mask) != mask;
+        p.groups[w].queued |= mask;
       });
     });
     return newly;
   }
   // One queued run's turn in the collector, a bitmap word at a time: of its chunks still queued, those
-  // occupied again or no longer committed leave the queue; those empty since no later than
-  // `idle_since` are released (release(chunk) is called, then they are marked uncommitted and leave
-  // the queue); the rest stay queued and widen [*wait_first, *wait_last].
+  // used again or no longer committed leave the queue; those empty since no later than `idle_since`
+  // are released (release(chunk) is called, then they are marked uncommitted and leave the queue);
+  // the rest stay queued and widen [*wait_first, *wait_last].
   template <class F>
   void sweep(std::uint64_t first, std::uint64_t last, std::int64_t idle_since, F&& release, std::uint64_t* wait_first,
              std::uint64_t* wait_last) {
@@ -139,26 +111,28 @@ class ChunkMap {
       }
       const std::uint64_t base = c / kPageChunks * kPageChunks;
       for_words(c % kPageChunks, end % kPageChunks, [&](std::uint64_t w, std::uint64_t mask) {
-        for (std::uint64_t left = p->queued[w] & mask; left != 0; left &= left - 1) {
+        Group& g = p->groups[w];
+        // Queued chunks that are used again or no longer committed leave the queue at once.
+        const std::uint64_t queued = g.queued & mask;
+        g.queued &= ~(queued & (g.used | ~g.committed));
+        for (std::uint64_t left = queued & ~g.used & g.committed; left != 0; left &= left - 1) {
           const std::uint64_t i = w * 64 + static_cast<std::uint64_t>(std::countr_zero(left));
           const std::uint64_t bit_mask = std::uint64_t{1} << (i % 64);
-          if (p->edge_refs[i] != 0 || (p->interior[w] & bit_mask) != 0 || (p->committed[w] & bit_mask) == 0) {
-            p->queued[w] &= ~bit_mask;
-          } else if (p->empty_since[i] > idle_since) {
+          if (p->empty_since[i] > idle_since) {
             *wait_first = std::min(*wait_first, base + i);
             *wait_last = std::max(*wait_last, base + i);
           } else {
             release(base + i);
-            p->queued[w] &= ~bit_mask;
-            p->committed[w] &= ~bit_mask;
+            g.queued &= ~bit_mask;
+            g.committed &= ~bit_mask;
           }
         }
       });
       c = end + 1;
     }
   }
-  [[nodiscard]] bool queued(std::uint64_t c) const { return test(&Page::queued, c); }
-  void clear_queued(std::uint64_t first, std::uint64_t last) { assign(&Page::queued, first, last, false); }
+  [[nodiscard]] bool queued(std::uint64_t c) const { return test(&Group::queued, c); }
+  void clear_queued(std::uint64_t first, std::uint64_t last) { assign(&Group::queued, first, last, false); }
   [[nodiscard]] std::int64_t empty_since(std::uint64_t c) const {
     const Page* p = peek(c);
     return p == nullptr ? 0 : p->empty_since[c % kPageChunks];
@@ -175,18 +149,18 @@ class ChunkMap {
 
  private:
   static constexpr std::uint64_t kWords = kPageChunks / 64;
+  // The bits of 64 chunks, side by side (one aligned half cache line).
+  struct alignas(32) Group {
+    std::uint64_t committed = 0;
+    std::uint64_t used = 0;
+    std::uint64_t queued = 0;
+  };
   struct Page {
-    std::uint64_t committed[kWords] = {};
-    std::uint64_t interior[kWords] = {};
-    std::uint64_t queued[kWords] = {};
-    // In the page itself, not behind pointers of their own: a counter is then one load after the
-    // page pointer, not two (occupy and vacate run on every allocate and free).
-    std::uint32_t edge_refs[kPageChunks] = {};
+    Group groups[kWords] = {};
     std::int64_t empty_since[kPageChunks] = {};
   };
-  using Bits = std::uint64_t (Page::*)[kWords];
+  using Bits = std::uint64_t Group::*;
 
-  static bool bit(const std::uint64_t* words, std::uint64_t i) { return ((words[i / 64] >> (i % 64)) & 1U) != 0; }
   // Bits [from, to] of a word (from <= to < 64).
   static std::uint64_t word_mask(std::uint64_t from, std::uint64_t to) {
     return (to - from == 63 ? ~std::uint64_t{0} : ((std::uint64_t{1} << (to - from + 1)) - 1)) << from;
@@ -204,7 +178,8 @@ class ChunkMap {
   [[nodiscard]] const Page* peek(std::uint64_t c) const { return pages_[c / kPageChunks].get(); }
   [[nodiscard]] bool test(Bits bits, std::uint64_t c) const {
     const Page* p = peek(c);
-    return p != nullptr && bit(p->*bits, c % kPageChunks);
+    const std::uint64_t i = c % kPageChunks;
+    return p != nullptr && ((p->groups[i / 64].*bits >> (i % 64)) & 1U) != 0;
   }
 
   // f(page, lo, hi) for the part [lo, hi] (page-relative) of [first, last] on each page, touching pages.
@@ -229,9 +204,9 @@ class ChunkMap {
     for_pages(first, last, [&](Page& p, std::uint64_t lo, std::uint64_t hi) {
       for_words(lo, hi, [&](std::uint64_t w, std::uint64_t mask) {
         if (value) {
-          (p.*bits)[w] |= mask;
+          p.groups[w].*bits |= mask;
         } else {
-          (p.*bits)[w] &= ~mask;
+          p.groups[w].*bits &= ~mask;
         }
       });
     });
@@ -247,7 +222,7 @@ class ChunkMap {
         continue;
       }
       for (std::uint64_t w = (c % kPageChunks) / 64; w <= (end % kPageChunks) / 64; ++w) {
-        std::uint64_t word = value ? (p->*bits)[w] : ~(p->*bits)[w];
+        std::uint64_t word = value ? p->groups[w].*bits : ~(p->groups[w].*bits);
         const std::uint64_t base = c / kPageChunks * kPageChunks + w * 64;
         if (base < c) word &= ~std::uint64_t{0} << (c - base);
         if (word != 0) {

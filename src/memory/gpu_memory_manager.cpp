@@ -7,12 +7,12 @@
 #include "chunk_map.hpp"
 #include "pool_lock.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <ctime>
 #include <deque>
 #include <fmt/format.h>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -297,21 +297,34 @@ struct GPUMemoryManager::Impl {
   [[gnu::always_inline]] void place(std::uint64_t offset, std::uint64_t size) {
     stats.peak_address = std::max(stats.peak_address, offset + size);
     const ChunkRange range = chunks_under(offset, size);
-    // Most blocks lie on one chunk, committed already: one page lookup, one counter.
-    if (range.first == range.last && chunks.occupy_if_committed(range.first)) [[likely]] return;
+    // Most blocks land on chunks committed already, within one bitmap group: one cache line.
+    if (chunks.use_if_committed(range.first, range.last)) [[likely]] return;
     commit_under(range);
-    chunks.occupy(range.first, range.last);
+    chunks.set_used(range.first, range.last);
   }
-  [[gnu::always_inline]] void unplace(ChunkRange range) {
-    if (range.first == range.last) [[likely]] {
-      if (chunks.vacate_one(range.first)) queue_empty(range.first, range.first);
-      return;
-    }
-    std::uint64_t first = 0;
-    std::uint64_t last = 0;
-    if (chunks.vacate(range.first, range.last, &first, &last)) queue_empty(first, last);
+  // Bytes [offset, offset + size) no longer hold a block and lie in free block `free_block` (the one
+  // the arena returned on freeing them, or the space a slide left). A chunk is empty when it lies
+  // wholly inside one free block, since free blocks are coalesced: of the chunks under the range,
+  // those inside `free_block` are now empty; the rest still touch a block beyond it. A free that
+  // leaves no chunk empty (the free space around it smaller than a chunk) touches no chunk state.
+  [[gnu::always_inline]] void vacate(std::uint64_t offset, std::uint64_t size, BlockId free_block) {
+    const std::uint64_t free_start = arena.offset(free_block);
+    const std::uint64_t free_end = free_start + arena.size(free_block);
+    // The first chunk that starts inside the free block, and one past the last that ends inside it
+    // (the pool's last chunk may be partial: it ends at the pool's end).
+    const std::uint64_t first_inside = (free_start + chunk - 1) >> chunk_shift;
+    const std::uint64_t end_inside = free_end == arena.capacity() ? chunks.size() : free_end >> chunk_shift;
+    const ChunkRange under = chunks_under(offset, size);
+    const std::uint64_t first = std::max(under.first, first_inside);
+    const std::uint64_t end = std::min(under.last + 1, end_inside);
+    if (first >= end) [[likely]] return;
+    chunks.clear_used(first, end - 1);
+    queue_empty(first, end - 1);
   }
-  void unplace(std::uint64_t offset, std::uint64_t size) { unplace(chunks_under(offset, size)); }
+  // Frees arena block `b`, which lay on [offset, offset + size), and marks the chunks it leaves empty.
+  [[gnu::always_inline]] void release(BlockId b, std::uint64_t offset, std::uint64_t size) {
+    vacate(offset, size, arena.free(b));
+  }
   std::uint64_t collect(std::chrono::milliseconds idle) {
     const auto at = now();
     last_gc = at;
@@ -362,9 +375,9 @@ struct GPUMemoryManager::Impl {
       // A block keeps the alignment it was allocated with: it slides only to an offset that has it
       // (sliding a 2 MiB-aligned block down to offset 256 once broke it).
       if (to % record.alignment() != 0) continue;
-      // The destination's chunks may have been released while empty. Its occupancy changes only
-      // once the data has moved, old range first: the ranges overlap, and a chunk inside both is
-      // marked in use by one bit, which vacating the old range after occupying the new would clear.
+      // The destination's chunks may have been released while empty: committed first. They are marked
+      // used once the data has moved; the chunks it left empty are those wholly inside the free space
+      // the slide leaves above it (never one under its new range, which that space does not reach).
       stats.peak_address = std::max(stats.peak_address, to + size);
       const ChunkRange destination = chunks_under(to, size);
       commit_under(destination);
@@ -376,8 +389,8 @@ struct GPUMemoryManager::Impl {
         throw;
       }
       arena.slide_down(b);  // the block keeps its node, so its record and handle stay valid
-      unplace(from, size);
-      chunks.occupy(destination.first, destination.last);
+      chunks.set_used(destination.first, destination.last);
+      vacate(from, size, arena.next_block(b));  // the space it left is the free block just above it
       note_peaks();
       moved += size;
     }
@@ -403,8 +416,7 @@ struct GPUMemoryManager::Impl {
     lru_remove(s);
     slot.spilled_record = record_of(slot.block);
     slot.spilled_size = size;
-    unplace(offset, size);
-    arena.free(slot.block);
+    release(slot.block, offset, size);
     slot.block = TlsfArena::kNoBlock;
     spilled += size;
     ++spilled_blocks;
@@ -468,8 +480,7 @@ struct GPUMemoryManager::Impl {
       try {
         backing->copy_from_host(arena.offset(b), slot.spill.get(), slot.spilled_size);
       } catch (...) {  // the contents stay in the spill buffer; the block stays spilled
-        unplace(arena.offset(b), slot.spilled_size);
-        arena.free(b);
+        release(b, arena.offset(b), slot.spilled_size);
         throw;
       }
     }
@@ -649,12 +660,11 @@ void GPUMemoryManager::free(MemoryBlock block) {
     throw InvalidArgument("block: cannot free a block while a PinnedBlock holds it; destroy the pin first");
   }
   const std::uint64_t size = m.size_of(at);
-  Impl::ChunkRange range{};
+  std::uint64_t offset = 0;
   if (at.block != TlsfArena::kNoBlock) {
-    // The chunk counters and the neighbours the arena merges with: more misses, started together,
-    // with the books below done while they load.
-    range = m.chunks_under(m.arena.offset(at.block), size);
-    m.chunks.prefetch_edges(range.first, range.last);
+    // The neighbours the arena merges with: more misses, started together, with the books below done
+    // while they load.
+    offset = m.arena.offset(at.block);
     m.arena.prefetch_neighbours(at.block);
   }
   m.tenants[record.tenant].usage -= size;
@@ -675,8 +685,7 @@ void GPUMemoryManager::free(MemoryBlock block) {
     m.spare_slots.push_back(at.slot);  // cannot throw: reserved when the slot was made
   }
   if (at.block != TlsfArena::kNoBlock) {
-    m.arena.free(at.block);
-    m.unplace(range);
+    m.release(at.block, offset, size);
   }
   ++m.stats.frees;
 
@@ -815,8 +824,7 @@ void GPUMemoryManager::check_invariants() const {
   std::uint64_t spilled_blocks = 0;
   std::uint64_t evictable = 0;
   std::vector<std::uint64_t> usage(m.tenants.size(), 0);
-  std::map<std::uint64_t, std::uint32_t> edges;  // chunk -> blocks starting or ending on it, counted afresh
-  std::map<std::uint64_t, std::uint32_t> interior;  // chunk -> blocks covering it between their ends
+  std::vector<std::uint64_t> used_chunks;  // chunks some block lies on, worked out afresh
   std::vector<std::uint32_t> slot_of_node;  // arena node -> the slot naming it (evictable blocks)
   for (std::uint32_t s = 0; s < m.slots.size(); ++s) {
     const Impl::Slot& slot = m.slots[s];
@@ -858,11 +866,9 @@ void GPUMemoryManager::check_invariants() const {
       throw std::logic_error(fmt::format("a block at offset {} breaks its alignment {}", off, record.alignment()));
     }
     const auto [first, last] = m.chunks_under(off, size);
-    ++edges[first];
-    if (last != first) ++edges[last];
     for (std::uint64_t c = first; c <= last; ++c) {
-      if (c != first && c != last) ++interior[c];
       if (!m.chunks.committed(c)) throw std::logic_error("a live block lies on an uncommitted chunk");
+      if (used_chunks.empty() || used_chunks.back() != c) used_chunks.push_back(c);  // blocks come in order
     }
   }
   if (resident != m.arena.used_bytes()) throw std::logic_error("resident blocks do not add up to the arena's used bytes");
@@ -871,27 +877,15 @@ void GPUMemoryManager::check_invariants() const {
   for (std::size_t t = 0; t < usage.size(); ++t) {
     if (usage[t] != m.tenants[t].usage) throw std::logic_error(fmt::format("tenant '{}' usage is wrong", m.tenants[t].name));
   }
-  bool refs_agree = true;
-  const auto count_of = [](const std::map<std::uint64_t, std::uint32_t>& counts, std::uint64_t c) {
-    const auto it = counts.find(c);
-    return it == counts.end() ? 0U : it->second;
-  };
-  // A chunk inside a block belongs to it alone; the map's bit must say exactly that.
-  for (const auto& [c, count] : interior) {
-    if (count != 1 || count_of(edges, c) != 0) throw std::logic_error("two blocks overlap on a chunk");
+  // Exactly the chunks some block lies on are marked used (the rest lie wholly in free space).
+  for (const std::uint64_t c : used_chunks) {
+    if (!m.chunks.used(c)) throw std::logic_error(fmt::format("chunk {} holds a block but is not marked used", c));
   }
   m.chunks.for_each_touched([&](std::uint64_t c) {
-    if (m.chunks.edge_refs(c) != count_of(edges, c) || m.chunks.interior(c) != (count_of(interior, c) != 0)) {
-      refs_agree = false;
+    if (m.chunks.used(c) && !std::binary_search(used_chunks.begin(), used_chunks.end(), c)) {
+      throw std::logic_error(fmt::format("chunk {} is marked used but no block lies on it", c));
     }
   });
-  for (const auto& [c, count] : edges) {
-    if (m.chunks.edge_refs(c) != count) refs_agree = false;
-  }
-  for (const auto& [c, count] : interior) {
-    if (!m.chunks.interior(c)) refs_agree = false;
-  }
-  if (!refs_agree) throw std::logic_error("chunk reference counts are wrong");
 }
 
 }  // namespace apt::vgpu::memory

@@ -44,68 +44,53 @@ TEST(ChunkMap, UncommittedRunsAcrossWordsAndPages) {
   EXPECT_FALSE(map.all_committed(2 * page + 5, 2 * page + 5));
 }
 
-TEST(ChunkMap, BlocksOccupyEdgesAndInteriorAndLeaveTheRightRunEmpty) {
-  ChunkMap map(1000);
-  map.occupy(10, 20);  // one block over chunks 10..20
-  map.occupy(20, 20);  // a small block sharing chunk 20
-  for (std::uint64_t c = 10; c <= 20; ++c) EXPECT_TRUE(map.occupied(c)) << c;
-  EXPECT_FALSE(map.occupied(9));
-  EXPECT_FALSE(map.occupied(21));
-  EXPECT_EQ(map.edge_refs(20), 2U);
-  EXPECT_TRUE(map.interior(15));
-  std::uint64_t first = 0;
-  std::uint64_t last = 0;
-  ASSERT_TRUE(map.vacate(10, 20, &first, &last));
-  EXPECT_EQ(first, 10U);
-  EXPECT_EQ(last, 19U) << "chunk 20 still holds the small block";
-  EXPECT_TRUE(map.occupied(20));
-  EXPECT_FALSE(map.occupied(15));
-  ASSERT_TRUE(map.vacate(20, 20, &first, &last));
-  EXPECT_EQ(first, 20U);
-  EXPECT_EQ(last, 20U);
-  // Two neighbours sharing both ends: the middle one leaves only its interior.
-  map.occupy(0, 5);
-  map.occupy(5, 9);
-  map.occupy(9, 12);
-  ASSERT_TRUE(map.vacate(5, 9, &first, &last));
-  EXPECT_EQ(first, 6U);
-  EXPECT_EQ(last, 8U);
-  map.occupy(30, 31);  // two chunks, no interior
-  ASSERT_TRUE(map.vacate(30, 31, &first, &last));
-  EXPECT_EQ(first, 30U);
-  EXPECT_EQ(last, 31U);
-  map.occupy(40, 40);
-  map.occupy(40, 40);
-  EXPECT_FALSE(map.vacate(40, 40, &first, &last)) << "the other block is still there";
+TEST(ChunkMap, UsedBitsAreSetAndClearedInRunsAcrossWordsAndPages) {
+  const std::uint64_t page = ChunkMap::kPageChunks;
+  ChunkMap map(3 * page);
+  EXPECT_FALSE(map.used(5)) << "an untouched page reads as unused";
+  map.set_used(10, 20);               // one block over chunks 10..20
+  map.set_used(20, 20);               // a small block sharing chunk 20: one bit says "some block"
+  map.set_used(page - 3, page + 70);  // across a page and two words of the next
+  for (std::uint64_t c = 10; c <= 20; ++c) EXPECT_TRUE(map.used(c)) << c;
+  EXPECT_FALSE(map.used(9));
+  EXPECT_FALSE(map.used(21));
+  EXPECT_TRUE(map.used(page - 3));
+  EXPECT_TRUE(map.used(page + 64));
+  EXPECT_TRUE(map.used(page + 70));
+  EXPECT_FALSE(map.used(page + 71));
+  map.clear_used(12, 18);  // the manager clears only what it found wholly in free space
+  EXPECT_TRUE(map.used(11));
+  EXPECT_FALSE(map.used(12));
+  EXPECT_FALSE(map.used(18));
+  EXPECT_TRUE(map.used(19));
+  map.clear_used(page - 1, page + 65);
+  EXPECT_TRUE(map.used(page - 2));
+  EXPECT_FALSE(map.used(page));
+  EXPECT_FALSE(map.used(page + 65));
+  EXPECT_TRUE(map.used(page + 66));
 }
 
-// The one-chunk fast paths the manager takes for most blocks: a block is counted on a committed
-// chunk only, and the last one to leave a chunk says so.
-TEST(ChunkMap, OneChunkBlocksAreCountedOnlyOnCommittedChunks) {
+// The common case of placing a block, in one step: it marks chunks used only when every one of them
+// is committed and they lie in one bitmap group, and otherwise changes nothing.
+TEST(ChunkMap, UseIfCommittedMarksOnlyCommittedChunksInOneGroup) {
   const std::uint64_t page = ChunkMap::kPageChunks;
   ChunkMap map(2 * page);
-  EXPECT_FALSE(map.occupy_if_committed(page + 3)) << "an untouched page is not committed";
-  EXPECT_FALSE(map.occupied(page + 3));
-  map.set_committed(page + 3, page + 3, true);
-  EXPECT_FALSE(map.occupy_if_committed(page + 4)) << "its neighbour is not committed";
-  EXPECT_EQ(map.edge_refs(page + 4), 0U);
-  ASSERT_TRUE(map.occupy_if_committed(page + 3));
-  ASSERT_TRUE(map.occupy_if_committed(page + 3));
-  EXPECT_EQ(map.edge_refs(page + 3), 2U);
-  EXPECT_FALSE(map.vacate_one(page + 3)) << "the other block is still there";
-  EXPECT_TRUE(map.occupied(page + 3));
-  EXPECT_TRUE(map.vacate_one(page + 3));
-  EXPECT_FALSE(map.occupied(page + 3));
-  // A chunk that is also some block's edge: the fast paths share its counter with occupy()/vacate().
-  map.set_committed(10, 12, true);
-  map.occupy(10, 12);
-  ASSERT_TRUE(map.occupy_if_committed(12));
-  EXPECT_FALSE(map.vacate_one(12));
-  std::uint64_t first = 0;
-  std::uint64_t last = 0;
-  ASSERT_TRUE(map.vacate(10, 12, &first, &last));
-  EXPECT_EQ(first, 10U);
-  EXPECT_EQ(last, 12U);
+  EXPECT_FALSE(map.use_if_committed(page + 3, page + 3)) << "an untouched page is not committed";
+  EXPECT_FALSE(map.used(page + 3));
+  map.set_committed(page + 3, page + 5, true);
+  EXPECT_FALSE(map.use_if_committed(page + 4, page + 6)) << "chunk page + 6 is not committed";
+  EXPECT_FALSE(map.used(page + 4)) << "nothing changes when it says no";
+  ASSERT_TRUE(map.use_if_committed(page + 3, page + 5));
+  EXPECT_TRUE(map.used(page + 3));
+  EXPECT_TRUE(map.used(page + 5));
+  EXPECT_FALSE(map.used(page + 6));
+  map.set_committed(60, 70, true);
+  EXPECT_FALSE(map.use_if_committed(62, 66)) << "two groups: the caller's general path";
+  EXPECT_FALSE(map.used(63));
+  map.set_used(62, 66);
+  EXPECT_TRUE(map.used(64));
+  EXPECT_TRUE(map.all_committed(60, 70));
+  EXPECT_FALSE(map.all_committed(60, 71));
 }
 
 TEST(ChunkMap, MarkEmptyQueuesEachChunkOnceAndKeepsTheLatestTime) {
@@ -130,7 +115,7 @@ TEST(ChunkMap, ASweepReleasesIdleEmptyChunksAndKeepsTheRest) {
   ChunkMap map(10000);
   map.set_committed(0, 199, true);
   map.mark_empty(0, 199, 10);  // all queued at time 10
-  map.occupy(50, 52);           // reused since
+  map.set_used(50, 52);         // reused since
   map.mark_empty(100, 109, 30); // emptied again later
   map.set_committed(150, 150, false);  // released already
   std::vector<std::uint64_t> released;
@@ -140,7 +125,7 @@ TEST(ChunkMap, ASweepReleasesIdleEmptyChunksAndKeepsTheRest) {
   EXPECT_EQ(released.size(), 200U - 3U - 10U - 1U);
   EXPECT_EQ(wait_first, 100U) << "emptied at 30, after the idle line at 20";
   EXPECT_EQ(wait_last, 109U);
-  EXPECT_FALSE(map.queued(51)) << "occupied: leaves the queue";
+  EXPECT_FALSE(map.queued(51)) << "used again: leaves the queue";
   EXPECT_FALSE(map.queued(150)) << "not committed: leaves the queue";
   EXPECT_TRUE(map.queued(105));
   EXPECT_FALSE(map.committed(0)) << "released";

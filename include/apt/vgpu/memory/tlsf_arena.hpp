@@ -65,7 +65,10 @@ class TlsfArena {
   // out-of-line std::optional<uint32_t> through a stack slot written in two parts and read in one,
   // a store-forwarding stall that cost a fifth of the allocation.)
   [[nodiscard]] BlockId allocate_block(std::uint64_t size, std::uint64_t alignment = 0);
-  void free(BlockId block);
+  // Frees `block` (throws std::logic_error for an id that is not allocated now: freed twice, stale or
+  // made up) and returns the free block that now holds its range, merged with free neighbours (its
+  // offset() and size() say where the free space around the block begins and ends).
+  BlockId free(BlockId block);
 
   [[nodiscard]] std::uint64_t offset(BlockId block) const {
     return std::uint64_t{nodes_[index_of(block)].offset} << granule_shift_;
@@ -348,7 +351,7 @@ inline TlsfArena::BlockId TlsfArena::allocate_block(std::uint64_t size, std::uin
   return finish_allocation(id, units_wanted);
 }
 
-inline void TlsfArena::free(BlockId block) {
+inline TlsfArena::BlockId TlsfArena::free(BlockId block) {
   if (!holds(block)) [[unlikely]] throw_not_allocated(block);
   Index id = index_of(block);
   // The merged block's extent is worked out in registers and written once.
@@ -375,6 +378,7 @@ inline void TlsfArena::free(BlockId block) {
   merged.next_phys = after;
   nodes_[after].prev_phys = id;
   insert_free(id, size);
+  return BlockId{id};  // a free block's id is its index
 }
 
 }  // namespace apt::vgpu::memory

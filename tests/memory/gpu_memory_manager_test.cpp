@@ -471,6 +471,37 @@ TEST(GPUMemoryManager, LazyBackingCommitsOnUseAndReleasesIdleChunks) {
   m.check_invariants();
 }
 
+// A chunk is released only once no block lies on any part of it: one shared by two blocks stays while
+// either is live, whichever goes first; the pool's last chunk, cut short by the pool's end, goes too.
+TEST(GPUMemoryManager, AChunkSharedByTwoBlocksIsReleasedOnlyWhenBothAreGone) {
+  MemoryManagerOptions o = host_pool(7 * kMiB);  // chunks 0..3; chunk 3 is 1 MiB long
+  o.gc_idle = std::chrono::milliseconds(0);
+  o.compaction = false;
+  GPUMemoryManager m(o);
+  const MemoryBlock a = m.allocate(3 * kMiB);  // [0, 3 MiB): chunks 0 and 1
+  const MemoryBlock b = m.allocate(3 * kMiB);  // [3, 6 MiB): chunks 1 and 2; chunk 1 is shared
+  const MemoryBlock c = m.allocate(kMiB);      // [6, 7 MiB): the short last chunk
+  EXPECT_EQ(m.get_stats().reserved, 8 * kMiB);
+  m.free(a);
+  EXPECT_EQ(m.get_stats().chunks_released, 1U) << "chunk 0 only: b still lies on chunk 1";
+  m.check_invariants();
+  m.free(c);
+  EXPECT_EQ(m.get_stats().chunks_released, 2U) << "the last chunk, though the free space ends at the pool's end";
+  m.check_invariants();
+  m.free(b);
+  EXPECT_EQ(m.get_stats().chunks_released, 4U);
+  EXPECT_EQ(m.get_stats().reserved, 0U);
+  m.check_invariants();
+  // The other order: the block on the higher half of the shared chunk goes first.
+  const MemoryBlock d = m.allocate(3 * kMiB);
+  const MemoryBlock e = m.allocate(3 * kMiB);
+  m.free(e);
+  EXPECT_EQ(m.get_stats().chunks_released, 5U) << "chunk 2 only: d still lies on chunk 1";
+  m.free(d);
+  EXPECT_EQ(m.get_stats().chunks_released, 7U);
+  m.check_invariants();
+}
+
 TEST(GPUMemoryManager, IdleTimeDelaysRelease) {
   MemoryManagerOptions o = host_pool(64 * kMiB);
   o.gc_idle = std::chrono::hours(1);

@@ -163,7 +163,7 @@ class ChunkMap {
 
   // Bits [from, to] of a word (from <= to < 64).
   static std::uint64_t word_mask(std::uint64_t from, std::uint64_t to) {
-    return (to - from == 63 ? ~std::uint64_t{0} : ((std::uint64_t{1} << (to - from + 1)) - 1)) << from;
+    return (~std::uint64_t{0} >> (63 - (to - from))) << from;  // to - from + 1 ones, shifted up
   }
 
   // The last chunk of [c, last] on c's page.

@@ -16,6 +16,7 @@
 // sizes and /LIVE/1 for log-uniform ones.
 #include "best_fit_free_list.hpp"
 #include "binned_offset_allocator.hpp"
+#include "churn_workload.hpp"
 
 #include <apt/vgpu/memory/allocation_trace.hpp>
 #include <apt/vgpu/memory/gpu_memory_manager.hpp>
@@ -24,9 +25,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
-#include <cmath>
 #include <optional>
-#include <random>
 #include <type_traits>
 #include <unordered_map>
 #include <vector>
@@ -35,64 +34,26 @@ namespace {
 
 using apt::vgpu::bench::BestFitFreeList;
 using apt::vgpu::bench::BinnedOffsetAllocator;
+using apt::vgpu::bench::capacity_for;
+using apt::vgpu::bench::ChurnOps;
+using apt::vgpu::bench::fragmented_blocks;
+using apt::vgpu::bench::kLogUniform;
+using apt::vgpu::bench::kMaxBlocks;
+using apt::vgpu::bench::kUniform;
+using apt::vgpu::bench::kUniformCapacity;
 using apt::vgpu::memory::TlsfArena;
-
-constexpr std::uint64_t kCapacity = 64ULL << 30U;  // 64 GiB of offsets: never the limit for uniform sizes
-// Log-uniform sizes average ~5 MiB: 100k live blocks need ~540 GB. Just under 2^32 granules of 256 B,
-// so 32-bit offsets (the offset allocator's) still hold it.
-constexpr std::uint64_t kLogCapacity = (1ULL << 40U) - (1ULL << 20U);
-constexpr std::uint32_t kMaxBlocks = 1U << 20U;  // the offset allocator's fixed node array
-
-enum Distribution : std::int64_t { kUniform = 0, kLogUniform = 1 };
-
-// Sizes uniform in 256 B .. 64 KiB, or log-uniform in 256 B .. 64 MiB (many small, some huge).
-std::vector<std::uint64_t> random_sizes(std::size_t n, std::uint64_t seed, std::int64_t distribution = kUniform) {
-  std::mt19937_64 rng(seed);
-  std::vector<std::uint64_t> sizes(n);
-  std::uniform_real_distribution<double> exponent(8.0, 26.0);
-  for (auto& s : sizes) {
-    s = distribution == kUniform ? 256 + rng() % (64 * 1024) : static_cast<std::uint64_t>(std::exp2(exponent(rng)));
-  }
-  return sizes;
-}
-
-std::uint64_t capacity_for(std::int64_t distribution) { return distribution == kUniform ? kCapacity : kLogCapacity; }
-
-// Random indices into the live set, precomputed so the loop measures only the allocator.
-std::vector<std::uint32_t> random_victims(std::size_t n, std::size_t live, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<std::uint32_t> v(n);
-  for (auto& i : v) i = static_cast<std::uint32_t>(rng() % live);
-  return v;
-}
-
-// Fills `allocator` with `live` blocks, then frees a random half and refills
-// it, so the free space is fragmented like a pool in use.
-template <class Allocator>
-auto fragmented_blocks(Allocator& allocator, std::size_t live, std::int64_t distribution = kUniform) {
-  std::vector<std::remove_cvref_t<decltype(*allocator.allocate(1))>> blocks;
-  for (std::uint64_t s : random_sizes(live, 1, distribution)) blocks.push_back(*allocator.allocate(s));
-  const auto victims = random_victims(live, live, 2);
-  const auto refill = random_sizes(live / 2, 5, distribution);
-  for (std::size_t i = 0; i < live / 2; ++i) {
-    allocator.free(blocks[victims[i]]);
-    blocks[victims[i]] = *allocator.allocate(refill[i]);
-  }
-  return blocks;
-}
 
 // The measured loop, the same for every allocator: free a random live block
 // and allocate a random size in its place.
 template <class Block, class Release, class Acquire>
 void churn(benchmark::State& state, std::vector<Block>& blocks, Release release, Acquire acquire,
            std::int64_t distribution = kUniform) {
-  const auto sizes = random_sizes(1 << 16, 3, distribution);
-  const auto which = random_victims(1 << 16, blocks.size(), 4);
+  const ChurnOps ops(blocks.size(), distribution);
   std::size_t i = 0;
   for (auto _ : state) {
-    const std::size_t k = i & 0xffff;
-    release(blocks[which[k]]);
-    blocks[which[k]] = acquire(sizes[k]);
+    const std::size_t k = i & (ChurnOps::kCycle - 1);
+    release(blocks[ops.victims[k]]);
+    blocks[ops.victims[k]] = acquire(ops.sizes[k]);
     ++i;
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * 2);
@@ -112,26 +73,17 @@ void BM_BinnedOffsetAllocFree(benchmark::State& state) {
         [&](std::uint64_t size) { return *allocator.allocate(size); }, state.range(1));
 }
 
-// The same model with its ids held as 8 bytes, the size of ours (a node index and the allocation's
-// stamp, which is how ours refuses a double free): the caller's table of ids is then as large as it is
-// for TlsfArena, so this row and BM_TlsfAllocFree differ in the allocators alone. An explanatory
-// baseline for the large pools, where that table no longer fits in a core's L2 (docs/benchmarks.md).
+// The model with its ids held as 8 bytes, as ours are: an explanatory baseline for the large pools,
+// where the caller's table of ids no longer fits in a core's L2 (docs/benchmarks.md).
 void BM_BinnedOffsetWideIdAllocFree(benchmark::State& state) {
-  struct WideIds {
-    BinnedOffsetAllocator inner;
-    std::optional<std::uint64_t> allocate(std::uint64_t size) {
-      const auto b = inner.allocate(size);
-      return b ? std::optional<std::uint64_t>(*b) : std::nullopt;
-    }
-    void free(std::uint64_t b) { inner.free(static_cast<BinnedOffsetAllocator::Block>(b)); }
-  } allocator{BinnedOffsetAllocator(capacity_for(state.range(1)), kMaxBlocks)};
+  apt::vgpu::bench::WideIdOffsetAllocator allocator{BinnedOffsetAllocator(capacity_for(state.range(1)), kMaxBlocks)};
   auto blocks = fragmented_blocks(allocator, static_cast<std::size_t>(state.range(0)), state.range(1));
   churn(state, blocks, [&](std::uint64_t b) { allocator.free(b); },
         [&](std::uint64_t size) { return *allocator.allocate(size); }, state.range(1));
 }
 
 void BM_BestFitFreeListAllocFree(benchmark::State& state) {
-  BestFitFreeList list(kCapacity);
+  BestFitFreeList list(kUniformCapacity);
   auto blocks = fragmented_blocks(list, static_cast<std::size_t>(state.range(0)));
   churn(state, blocks, [&](const BestFitFreeList::Block& b) { list.free(b); },
         [&](std::uint64_t size) { return *list.allocate(size); });
@@ -212,20 +164,12 @@ void BM_BinnedOffsetTrainingTrace(benchmark::State& state) {
   });
 }
 
-// The whole manager (handles, tenants, chunk accounting, mutex) over the none backing.
+// The whole manager (handles, tenants, chunk accounting, lock) over the none backing.
 void BM_ManagerAllocFree(benchmark::State& state) {
-  apt::vgpu::memory::MemoryManagerOptions o;
-  o.pool_size = capacity_for(state.range(1));
-  o.backing = apt::vgpu::memory::BackingKind::none;
-  o.gc_idle = std::chrono::hours(1);
-  apt::vgpu::memory::GPUMemoryManager manager(o);
+  apt::vgpu::memory::GPUMemoryManager manager(apt::vgpu::bench::churn_manager_options(state.range(1)));
   // The same operations as BM_TlsfAllocFree's on the same sizes (fill, free and refill a random half,
   // then churn), so the manager's time over its arena's is the cost of the manager alone.
-  struct Adapter {
-    apt::vgpu::memory::GPUMemoryManager& m;
-    std::optional<apt::vgpu::memory::MemoryBlock> allocate(std::uint64_t size) { return m.allocate(size); }
-    void free(const apt::vgpu::memory::MemoryBlock& b) { m.free(b); }
-  } adapter{manager};
+  apt::vgpu::bench::ManagerAdapter adapter{manager};
   auto blocks = fragmented_blocks(adapter, static_cast<std::size_t>(state.range(0)), state.range(1));
   churn(state, blocks, [&](const apt::vgpu::memory::MemoryBlock& b) { manager.free(b); },
         [&](std::uint64_t size) { return manager.allocate(size); }, state.range(1));

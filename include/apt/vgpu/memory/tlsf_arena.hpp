@@ -22,7 +22,7 @@
 // link), so at most 2^32 - 1 granules (1 TiB at 256 B) are addressable; the
 // common path touches only the nodes it must relink.
 //
-// Thread safety: none; the owner serialises access (GPUMemoryManager holds a mutex).
+// Thread safety: none; the owner serialises access (GPUMemoryManager holds its lock).
 #pragma once
 
 #include <array>

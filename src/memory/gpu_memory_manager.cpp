@@ -322,7 +322,7 @@ struct GPUMemoryManager::Impl {
     queue_empty(first, end - 1);
   }
   // Frees arena block `b`, which lay on [offset, offset + size), and marks the chunks it leaves empty.
-  [[gnu::always_inline]] void release(BlockId b, std::uint64_t offset, std::uint64_t size) {
+  [[gnu::always_inline]] void free_in_arena(BlockId b, std::uint64_t offset, std::uint64_t size) {
     vacate(offset, size, arena.free(b));
   }
   std::uint64_t collect(std::chrono::milliseconds idle) {
@@ -416,7 +416,7 @@ struct GPUMemoryManager::Impl {
     lru_remove(s);
     slot.spilled_record = record_of(slot.block);
     slot.spilled_size = size;
-    release(slot.block, offset, size);
+    free_in_arena(slot.block, offset, size);
     slot.block = TlsfArena::kNoBlock;
     spilled += size;
     ++spilled_blocks;
@@ -480,7 +480,7 @@ struct GPUMemoryManager::Impl {
       try {
         backing->copy_from_host(arena.offset(b), slot.spill.get(), slot.spilled_size);
       } catch (...) {  // the contents stay in the spill buffer; the block stays spilled
-        release(b, arena.offset(b), slot.spilled_size);
+        free_in_arena(b, arena.offset(b), slot.spilled_size);
         throw;
       }
     }
@@ -685,7 +685,7 @@ void GPUMemoryManager::free(MemoryBlock block) {
     m.spare_slots.push_back(at.slot);  // cannot throw: reserved when the slot was made
   }
   if (at.block != TlsfArena::kNoBlock) {
-    m.release(at.block, offset, size);
+    m.free_in_arena(at.block, offset, size);
   }
   ++m.stats.frees;
 

@@ -204,6 +204,7 @@ class TlsfArena {
 // The helpers are always inlined: the compiler keeps node fields in registers across them (measured:
 // GCC 12 left them as calls, a quarter of the time at 100k blocks). The cold paths (over-aligned
 // requests, a nearly full pool, growing the node vector, errors) stay out of line in tlsf_arena.cpp.
+
 // Size class of a size in granule units: sizes below kSlCount map linearly into fl 0; above, fl is
 // the power of two and sl the next kSlLog2 bits. Branch-free: with uniform sizes of 1-256 granules an
 // eighth fall below 32, and the branch this replaces mispredicted on them three times per allocation.

@@ -151,6 +151,10 @@ TEST(GPUMonitor, AttributesProcessesAndUseToVirtualGpus) {
     if (!s.processes.empty()) break;
     std::this_thread::yield();
   }
+  // A sample reads a GPU's metrics before its process list, so the one that first lists the child may
+  // have read the GPU's use just before run() marked the slice active (it does that before the process
+  // appears). The next sample, taken while the child still runs, sees the share for certain.
+  const NodeStats running = monitor.sample();
   std::ofstream(release).put('x');
   child.join();
   std::filesystem::remove(release);
@@ -165,7 +169,8 @@ TEST(GPUMonitor, AttributesProcessesAndUseToVirtualGpus) {
   ASSERT_EQ(s.processes.size(), 1U);
   EXPECT_EQ(s.processes[0].vgpu, "trainer");
   EXPECT_EQ(s.processes[0].gpu, 1U);
-  EXPECT_NEAR(*s.gpus[1].metrics.utilization_percent, 50.0, 1.0) << "the slice's share shows on its GPU";
+  ASSERT_EQ(running.processes.size(), 1U);
+  EXPECT_NEAR(*running.gpus[1].metrics.utilization_percent, 50.0, 1.0) << "the slice's share shows on its GPU";
   // After the child ends the vGPU is idle and the process is gone.
   s = monitor.sample();
   EXPECT_TRUE(s.processes.empty());

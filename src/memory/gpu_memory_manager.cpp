@@ -275,7 +275,9 @@ struct GPUMemoryManager::Impl {
   // backing fails (cuMemCreate out of memory, mprotect ENOMEM), the chunks this call did commit are
   // handed to the idle collector, so nothing stays committed for nobody.
   [[gnu::always_inline]] void commit_under(ChunkRange range) {
-    if (chunks.all_committed(range.first, range.last)) [[likely]] return;  // the common case, one bitmap word
+    // Usually all are (place() comes here only for a block over two bitmap groups or on a chunk not
+    // committed; compaction's destination mostly lies on committed chunks).
+    if (chunks.all_committed(range.first, range.last)) [[likely]] return;
     commit_runs(range.first, range.last);
   }
   [[gnu::noinline]] void commit_runs(std::uint64_t first, std::uint64_t last) {

@@ -32,7 +32,7 @@ TEST(ChunkMap, UncommittedRunsAcrossWordsAndPages) {
   EXPECT_FALSE(map.committed(page + 2));
   map.set_committed(100, 100, false);
   EXPECT_EQ(uncommitted(map, 60, 130), (Runs{{100, 1}}));
-  // all_committed: within one word (its fast path), across words, across pages, on an untouched page.
+  // all_committed: within one word, across words, across pages, on an untouched page.
   EXPECT_TRUE(map.all_committed(64, 99));
   EXPECT_FALSE(map.all_committed(99, 101));
   EXPECT_TRUE(map.all_committed(101, 127));

@@ -297,7 +297,6 @@ class TlsfArena {
   insert_free(tail, rest);
 }
 
-
 // The head of the first non-empty list whose every block holds `units` granules (the request rounded
 // up to the next class boundary), unlinked; kNone when there is none.
 [[gnu::always_inline]] inline TlsfArena::Index TlsfArena::take_fitting_head(std::uint64_t units) {
@@ -362,6 +361,8 @@ inline TlsfArena::BlockId TlsfArena::free(BlockId block) {
   const Index next = nodes_[id].next_phys;
   const Index prev = nodes_[id].prev_phys;
   Index after = next;  // the block physically after the merged one
+  // (The sink is never free, so `next != kNone` is implied by the second test; it stays because it
+  // decides the branch before the neighbour's node arrives: without it, 15% slower at 10k log-uniform.)
   if (next != kNone && is_free_node(nodes_[next])) {
     unlink_free(next);  // then recycled: release_node() sets its links
     size += nodes_[next].size;

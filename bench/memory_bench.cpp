@@ -73,8 +73,8 @@ void BM_BinnedOffsetAllocFree(benchmark::State& state) {
         [&](std::uint64_t size) { return *allocator.allocate(size); }, state.range(1));
 }
 
-// The model with its ids held as 8 bytes, as ours are: an explanatory baseline for the large pools,
-// where the caller's table of ids no longer fits in a core's L2 (docs/benchmarks.md).
+// The model with its ids held as 8 bytes, as ours are, so that the caller's table of ids is the same
+// size for both: it tells the allocators' cost apart from that table's (docs/benchmarks.md).
 void BM_BinnedOffsetWideIdAllocFree(benchmark::State& state) {
   apt::vgpu::bench::WideIdOffsetAllocator allocator{BinnedOffsetAllocator(capacity_for(state.range(1)), kMaxBlocks)};
   auto blocks = fragmented_blocks(allocator, static_cast<std::size_t>(state.range(0)), state.range(1));

@@ -117,7 +117,7 @@ struct GPUMemoryManager::Impl {
   std::uint32_t lru_tail = kNoSlot;
   std::uint64_t evictable_bytes = 0;
 
-  // Lazy backing: which chunks are committed and occupied, as bitmaps and runs (chunk_map.hpp).
+  // Lazy backing: which chunks are committed and used, as bitmaps and runs (chunk_map.hpp).
   std::uint64_t chunk = 0;
   int chunk_shift = 0;
   ChunkMap chunks{0};
@@ -295,7 +295,7 @@ struct GPUMemoryManager::Impl {
     }
   }
   // A block now lies on [offset, offset + size): its chunks are committed (commit_under's guarantee)
-  // and occupied. The caller notes the peaks once its books include the block.
+  // and marked used. The caller notes the peaks once its books include the block.
   [[gnu::always_inline]] void place(std::uint64_t offset, std::uint64_t size) {
     stats.peak_address = std::max(stats.peak_address, offset + size);
     const ChunkRange range = chunks_under(offset, size);
